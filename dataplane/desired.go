@@ -13,8 +13,21 @@ import (
 type Desired struct {
 	// Addresses are the single-hosted traffic IPs this node must hold.
 	Addresses []Address
-	// Multi are the multi-hosted groups this node is a member of.
+	// Multi are the multi-hosted groups this node is a member of. Ignored
+	// when the Manager has no MultiHoster (Options.Multi nil).
 	Multi []MultiGroup
+	// Links are the groups this node is a member of and the interface each
+	// uses, watched even when this node holds none of the group's IPs: a
+	// missing or down interface is reported as a GroupFailure so the agent
+	// can report itself failed for the group, and its recovery is reported
+	// too. The groups of Addresses and Multi are watched anyway.
+	Links []GroupLink
+}
+
+// GroupLink names the interface one traffic IP group uses on this node.
+type GroupLink struct {
+	Group     string
+	Interface string
 }
 
 // Address is one single-hosted traffic IP to raise on an interface.
@@ -22,8 +35,9 @@ type Address struct {
 	Group     string     // traffic IP group name, for labels, events and logs
 	IP        netip.Addr // IPv4 or IPv6
 	Interface string     // interface to raise it on
-	// PrefixLen is the prefix length used when raising the address. With
-	// PrefixRoute false the kernel adds no prefix route (IFA_F_NOPREFIXROUTE).
+	// PrefixLen is the prefix length used when raising the address; 0
+	// means a host address (/32 or /128). With PrefixRoute false the kernel
+	// adds no prefix route (IFA_F_NOPREFIXROUTE).
 	PrefixLen   int
 	PrefixRoute bool
 	// Announce is how to tell the neighbours: a burst on raise and a
@@ -32,10 +46,20 @@ type Address struct {
 }
 
 // Announce configures gratuitous ARP / unsolicited neighbour advertisements.
+// One announcement (a "round") is, for IPv4, a gratuitous ARP request and a
+// gratuitous ARP reply; for IPv6, one unsolicited neighbour advertisement.
 type Announce struct {
-	Count   int           // packets in the burst on raise (default 5)
-	Spread  time.Duration // time over which the burst is spread (default 2s)
-	Refresh time.Duration // periodic re-announcement; 0 = off (default 60s)
+	// Count is the number of rounds in the burst on raise; 0 means
+	// DefaultAnnounceCount (5), negative means no burst.
+	Count int
+	// Spread is the time over which the burst is spread: the first round
+	// goes at once, the others at Spread/(Count-1) intervals; 0 means
+	// DefaultAnnounceSpread (2s).
+	Spread time.Duration
+	// Refresh is the period of re-announcement while the address is held;
+	// 0 = off. (The cluster config's default, 60s, is filled in by the
+	// agent.)
+	Refresh time.Duration
 }
 
 // NumBuckets is the size of a multi-hosted group's hash space (8!).

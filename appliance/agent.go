@@ -1,0 +1,677 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rs/zerolog"
+
+	"github.com/shoal-project/shoal/allocate"
+	"github.com/shoal-project/shoal/appliance/events"
+	"github.com/shoal-project/shoal/bpf"
+	"github.com/shoal-project/shoal/confsync/config"
+	"github.com/shoal-project/shoal/confsync/identity"
+	"github.com/shoal-project/shoal/dataplane"
+	"github.com/shoal-project/shoal/dataplane/multihost"
+	"github.com/shoal-project/shoal/gossip"
+)
+
+// AgentOptions are the command-line inputs of `shoal agent`.
+type AgentOptions struct {
+	ConfigPath string    // the agent file
+	Version    string    // this build's version
+	LogLevel   string    // overrides the agent file's log_level when set
+	Stderr     io.Writer // log output
+}
+
+// SocketFromAgentFile returns the admin socket named by an agent file.
+func SocketFromAgentFile(path string) (string, error) {
+	a, err := config.LoadAgent(path)
+	if err != nil {
+		return "", err
+	}
+	return a.Socket, nil
+}
+
+// RunAgent runs a node until ctx is done, then leaves the cluster cleanly:
+// peers are told first (so they raise this node's IPs at once), then the
+// IPs are dropped.
+func RunAgent(ctx context.Context, opts AgentOptions) error {
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	ac, err := config.LoadAgent(opts.ConfigPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return runUnconfigured(ctx, opts)
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(opts.Stderr, ac.LogFormat, firstNonEmpty(opts.LogLevel, ac.LogLevel)).With().Str("node", ac.Node).Logger()
+	a, err := newAgent(ac, opts.Version, log)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func newLogger(w io.Writer, format, level string) zerolog.Logger {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	var out io.Writer = w
+	if format != "json" {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: true}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+// runUnconfigured is the agent of a fresh appliance: no agent file yet. It
+// reports ready (so the service is up and `shoal setup` can run) and waits.
+func runUnconfigured(ctx context.Context, opts AgentOptions) error {
+	log := newLogger(opts.Stderr, "console", firstNonEmpty(opts.LogLevel, "info"))
+	srv, err := NewAdminServer(DefaultSocket)
+	if err == nil {
+		srv.HandleJSON("GET /v1/status", func(*http.Request) (any, error) {
+			return Status{Version: opts.Version, Configured: false}, nil
+		})
+		go func() { _ = srv.Serve(ctx) }()
+	} else {
+		log.Warn().Err(err).Msg("admin socket unavailable")
+	}
+	log.Info().Str("version", opts.Version).Str("agent_file", opts.ConfigPath).
+		Msgf("shoal %s ready (unconfigured: run 'shoal setup')", opts.Version)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	stopWatchdog := startWatchdog(ctx, func() bool { return true })
+	defer stopWatchdog()
+	<-ctx.Done()
+	return nil
+}
+
+// agent is one running node.
+type agent struct {
+	ac      *config.Agent
+	version string
+	log     zerolog.Logger
+	key     []byte
+
+	mu       sync.Mutex // guards cfg, plans, status fields below
+	cfg      *config.Cluster
+	cfgHash  [32]byte
+	plans    []*allocate.Plan
+	groups   []GroupStatus
+	health   SelfTestResult
+	failed   map[string]string // groups this node cannot serve -> reason
+	lastView gossip.View
+
+	gossip *gossip.Agent
+	dp     *dataplane.Manager
+	mh     *multihost.Manager
+	ev     *events.Dispatcher
+	st     *selfTester
+	admin  *AdminServer
+
+	loopTick       atomic.Int64 // unix nanos of the last agent-loop pass
+	lastViewChange atomic.Int64 // unix nanos of the last view change
+	kick     chan struct{}
+}
+
+func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, error) {
+	raw, err := os.ReadFile(ac.ClusterConfig)
+	if err != nil {
+		return nil, fmt.Errorf("read cluster config: %w", err)
+	}
+	cfg, err := config.Parse(ac.ClusterConfig, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := ac.CheckAgainst(cfg); err != nil {
+		return nil, err
+	}
+	self, _ := cfg.MemberByName(ac.Node)
+	key, err := identity.LoadPrivateKey(ac.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(identity.Public(key), self.PublicKey) {
+		return nil, fmt.Errorf("key file %s does not match member %q's public_key in %s", ac.KeyFile, ac.Node, cfg.File)
+	}
+	secret, err := os.ReadFile(ac.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("read cluster secret: %w", err)
+	}
+	secret = bytes.TrimSpace(secret)
+	if err := os.MkdirAll(ac.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	plans, err := AllocPlans(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &agent{ac: ac, version: version, log: log, cfg: cfg, cfgHash: sha256.Sum256(raw), plans: plans,
+		health: SelfTestResult{OK: true}, failed: map[string]string{}, kick: make(chan struct{}, 1)}
+
+	bind := ac.Bind
+	if !bind.IsValid() {
+		bind = self.Address
+	}
+	s := cfg.Settings
+	a.gossip, err = gossip.New(gossip.Config{
+		Cluster: s.Name, Node: ac.Node, PrivateKey: key, Members: gossipMembers(cfg),
+		Interval: s.HeartbeatInterval, MonitorTimeout: s.MonitorTimeout,
+		Multicast: netip.AddrPortFrom(s.MulticastGroup, s.MulticastPort), Interface: ac.HeartbeatInterface,
+		Unicast: s.HeartbeatMode == config.HeartbeatUnicast, Bind: bind, GossipPort: int(s.GossipPort),
+		Secret: secret, DataDir: filepath.Join(ac.DataDir, "gossip"), Version: version, Verbose: s.Verbose,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.gossip.SetConfigVersion(1, a.cfgHash)
+
+	if hasMulti(cfg, ac.Node) {
+		a.mh, err = multihost.New(multihost.Config{Mode: xdpMode(ac), Logger: log})
+		if err != nil {
+			a.gossip.Close()
+			return nil, fmt.Errorf("multi-hosted dataplane: %w", err)
+		}
+	}
+	dpOpts := dataplane.Options{StateDir: filepath.Join(ac.DataDir, "dataplane"), Logger: log, DetectConflicts: true}
+	if a.mh != nil {
+		dpOpts.Multi = a.mh
+	}
+	a.dp, err = dataplane.New(dpOpts)
+	if err != nil {
+		a.gossip.Close()
+		if a.mh != nil {
+			a.mh.Close()
+		}
+		return nil, err
+	}
+	a.ev, err = events.New(eventsConfig(cfg), ac.Node, log)
+	if err != nil {
+		a.gossip.Close()
+		a.dp.Close()
+		return nil, err
+	}
+	a.st = newSelfTester(selfTestConfig(cfg, ac.Node), a.dp.LinkUp, func() time.Time { return time.Unix(0, a.loopTick.Load()) })
+	a.admin, err = NewAdminServer(ac.Socket)
+	if err != nil {
+		a.gossip.Close()
+		a.dp.Close()
+		a.ev.Close()
+		return nil, err
+	}
+	a.routes()
+	return a, nil
+}
+
+func xdpMode(ac *config.Agent) bpf.Mode {
+	switch os.Getenv("SHOAL_XDP_MODE") {
+	case "generic":
+		return bpf.ModeGeneric
+	case "native":
+		return bpf.ModeNative
+	}
+	return bpf.ModeAuto
+}
+
+func hasMulti(cfg *config.Cluster, node string) bool {
+	for _, g := range cfg.Groups {
+		if g.Mode == config.ModeMulti {
+			for _, m := range g.Members {
+				if m == node {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func gossipMembers(cfg *config.Cluster) []gossip.Member {
+	out := make([]gossip.Member, 0, len(cfg.Members))
+	for _, m := range cfg.Members {
+		out = append(out, gossip.Member{Name: m.Name, Addr: m.Address, PublicKey: m.PublicKey})
+	}
+	return out
+}
+
+func selfTestConfig(cfg *config.Cluster, node string) SelfTestConfig {
+	st := cfg.SelfTest
+	c := SelfTestConfig{Gateway: st.Gateway, CheckIPs: st.CheckIPs, Interval: st.Interval, Timeout: st.Timeout,
+		FailAfter: st.FailAfter, RecoverAfter: st.RecoverAfter}
+	if st.CheckLinks {
+		seen := map[string]bool{}
+		for _, g := range cfg.Groups {
+			for _, m := range g.Members {
+				if m == node && !seen[g.Interface] {
+					seen[g.Interface] = true
+					c.Links = append(c.Links, g.Interface)
+				}
+			}
+		}
+		sort.Strings(c.Links)
+	}
+	return c
+}
+
+func eventsConfig(cfg *config.Cluster) events.Config {
+	e := cfg.Events
+	out := events.DefaultConfig()
+	out.SerfHandlers = e.SerfHandlers
+	out.MaxConcurrent = e.MaxConcurrent
+	out.DefaultTimeout = e.DefaultTimeout
+	for _, a := range e.Actions {
+		ac := events.ActionConfig{Name: a.Name, Type: events.ActionType(a.Type), Groups: a.Groups, Timeout: a.Timeout,
+			Command: a.Command, URL: a.URL, Retries: a.Retries, SMTPServer: a.SMTPServer, StartTLS: a.StartTLS,
+			From: a.From, To: a.To, Username: a.Username, PasswordFile: a.PasswordFile,
+			BatchWindow: a.BatchWindow, MaxPerHour: a.MaxPerHour}
+		for _, t := range a.Events {
+			ac.Events = append(ac.Events, events.Type(t))
+		}
+		out.Actions = append(out.Actions, ac)
+	}
+	return out
+}
+
+// run starts every part and runs the agent loop until ctx is done.
+func (a *agent) run(ctx context.Context) error {
+	gctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(gctx); err != nil && gctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	a.loopTick.Store(time.Now().UnixNano())
+	start("gossip", a.gossip.Run)
+	start("dataplane", a.dp.Run)
+	start("admin", a.admin.Serve)
+	start("selftest", func(ctx context.Context) error {
+		a.st.run(ctx, a.onSelfTest)
+		return nil
+	})
+	start("events", func(ctx context.Context) error { a.forwardEvents(ctx); return nil })
+
+	a.log.Info().Str("version", a.version).Str("cluster", a.cfg.Settings.Name).Int("members", len(a.cfg.Members)).
+		Int("groups", len(a.cfg.Groups)).Msgf("shoal %s ready", a.version)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	stopWatchdog := startWatchdog(ctx, func() bool {
+		return time.Since(time.Unix(0, a.loopTick.Load())) < 10*time.Second
+	})
+
+	var loopErr error
+	select {
+	case loopErr = <-a.loopErr(ctx):
+	case loopErr = <-errc:
+	}
+	stopWatchdog()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+
+	// Hand off: peers first, so they raise our IPs at once, then drop ours.
+	lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	if err := a.gossip.Leave(lctx); err != nil {
+		a.log.Warn().Err(err).Msg("leave")
+	}
+	if err := a.dp.DropAll(lctx); err != nil {
+		a.log.Warn().Err(err).Msg("drop traffic IPs")
+	}
+	lcancel()
+	a.ev.Close()
+	cancel()
+	wg.Wait()
+	a.dp.Close()
+	a.gossip.Close()
+	a.log.Info().Msg("stopped")
+	return loopErr
+}
+
+func (a *agent) loopErr(ctx context.Context) <-chan error {
+	c := make(chan error, 1)
+	go func() { c <- a.loop(ctx) }()
+	return c
+}
+
+// onSelfTest is called by the self-tester when its verdict changes. The
+// verdict goes into the very next heartbeat; a failed node's view excludes
+// itself, so the loop drops every IP at once.
+func (a *agent) onSelfTest(r SelfTestResult) {
+	a.mu.Lock()
+	a.health = r
+	a.mu.Unlock()
+	if r.OK {
+		a.log.Info().Msg("self-tests pass again")
+		a.ev.Publish(events.Event{Type: events.SelftestPassed})
+	} else {
+		a.log.Warn().Strs("reasons", r.Reasons).Msg("self-tests failed: dropping traffic IPs")
+		a.ev.Publish(events.Event{Type: events.SelftestFailed, Details: map[string]string{"reason": strings.Join(r.Reasons, "; ")}})
+	}
+	a.pushHealth()
+	a.wake()
+}
+
+// pushHealth sends the node's health (self-tests plus groups it cannot
+// serve) to gossip.
+func (a *agent) pushHealth() {
+	a.mu.Lock()
+	h := gossip.Health{OK: a.health.OK, Reasons: append([]string(nil), a.health.Reasons...)}
+	names := make([]string, 0, len(a.failed))
+	for g := range a.failed {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	for _, g := range names {
+		h.Reasons = append(h.Reasons, GroupFailedPrefix+g+" "+a.failed[g])
+	}
+	a.mu.Unlock()
+	a.gossip.SetHealth(h)
+}
+
+func (a *agent) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the agent loop: view, config or failure change -> allocation ->
+// desired state -> dataplane. It never blocks the heartbeat path: gossip
+// hands it views through a latest-wins channel and the dataplane's Apply
+// does not block.
+func (a *agent) loop(ctx context.Context) error {
+	s := a.cfg.Settings
+	settle := 2*s.HeartbeatInterval + 250*time.Millisecond
+	start := time.Now()
+	pl := newPlanner(a.ac.Node, a.cfg, a.plans, start, settle)
+	startupDone := false
+	var timer *time.Timer
+	timerC := func() <-chan time.Time {
+		if timer == nil {
+			return nil
+		}
+		return timer.C
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	view := a.gossip.View()
+	prevHeld := map[string]dataplane.Address{}
+	holdUntil := start.Add(settle)
+	startTimer := time.NewTimer(settle)
+	defer startTimer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case v := <-a.gossip.Views():
+			view = v
+			a.lastViewChange.Store(time.Now().UnixNano())
+		case f := <-a.dp.Failures():
+			a.mu.Lock()
+			if f.Failed {
+				a.failed[f.Group] = f.Reason
+			} else {
+				delete(a.failed, f.Group)
+			}
+			a.mu.Unlock()
+			a.log.Warn().Str("group", f.Group).Bool("failed", f.Failed).Str("reason", f.Reason).Msg("group state")
+			a.pushHealth()
+		case <-a.kick:
+		case <-timerC():
+		case <-startTimer.C:
+		case <-tick.C:
+		}
+		now := time.Now()
+		a.loopTick.Store(now.UnixNano())
+		if !startupDone {
+			// Startup hold: apply nothing until we have heard every peer
+			// that is up, so we never grab IPs others hold.
+			if now.Before(holdUntil) && len(view.Up) < len(a.cfg.Members) {
+				continue
+			}
+			startupDone = true
+			a.log.Info().Strs("up", view.Up).Msg("startup hold over")
+		}
+		in := a.planInput(now, view)
+		out := pl.plan(in)
+		if out.grew {
+			a.dp.Reannounce()
+		}
+		a.dp.Apply(out.desired)
+		a.publishChanges(prevHeld, out.desired.Addresses)
+		prevHeld = map[string]dataplane.Address{}
+		for _, ad := range out.desired.Addresses {
+			prevHeld[ad.IP.String()] = ad
+		}
+		a.mu.Lock()
+		a.groups = out.groups
+		a.lastView = view
+		a.mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+		if !out.wakeAt.IsZero() {
+			timer = time.NewTimer(time.Until(out.wakeAt) + time.Millisecond)
+		}
+	}
+}
+
+func (a *agent) planInput(now time.Time, view gossip.View) planInput {
+	in := planInput{now: now, up: view.Up, peerFailedGroups: map[string]map[string]bool{}, peerStart: map[string]time.Time{}}
+	for _, m := range a.gossip.Members() {
+		if m.Self {
+			continue
+		}
+		if fg := failedGroupsOf(m.Reasons); fg != nil {
+			in.peerFailedGroups[m.Name] = fg
+		}
+		if m.BootEpoch != 0 {
+			in.peerStart[m.Name] = time.Unix(0, int64(m.BootEpoch))
+		}
+	}
+	a.mu.Lock()
+	if len(a.failed) > 0 {
+		in.selfFailedGroups = map[string]bool{}
+		for g := range a.failed {
+			in.selfFailedGroups[g] = true
+		}
+	}
+	a.mu.Unlock()
+	return in
+}
+
+func (a *agent) publishChanges(prev map[string]dataplane.Address, now []dataplane.Address) {
+	cur := map[string]bool{}
+	for _, ad := range now {
+		k := ad.IP.String()
+		cur[k] = true
+		if _, ok := prev[k]; !ok {
+			a.log.Info().Str("group", ad.Group).Str("ip", k).Msg("raising traffic IP")
+			a.ev.Publish(events.Event{Type: events.IPRaised, Group: ad.Group, IP: k})
+		}
+	}
+	for k, ad := range prev {
+		if !cur[k] {
+			a.log.Info().Str("group", ad.Group).Str("ip", k).Msg("dropping traffic IP")
+			a.ev.Publish(events.Event{Type: events.IPDropped, Group: ad.Group, IP: k})
+		}
+	}
+}
+
+// forwardEvents turns gossip member events and dataplane conflicts into
+// typed events.
+func (a *agent) forwardEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case me := <-a.gossip.Events():
+			ev := events.Event{Time: me.Time, Member: me.Member}
+			if me.Reason != "" {
+				ev.Details = map[string]string{"reason": me.Reason}
+			}
+			switch me.Type {
+			case gossip.EventJoined:
+				ev.Type = events.MemberJoined
+			case gossip.EventRecovered:
+				ev.Type = events.MemberRecovered
+			case gossip.EventFailed:
+				ev.Type = events.MemberFailed
+			case gossip.EventLeft:
+				ev.Type = events.MemberLeft
+			case gossip.EventViewChange:
+				ev.Type = events.ViewChanged
+				if me.View != nil {
+					ev.Details = map[string]string{"up": strings.Join(me.View.Up, ","), "epoch": fmt.Sprint(me.View.Epoch)}
+				}
+			default:
+				continue
+			}
+			a.ev.Publish(ev)
+		case c := <-a.dp.Conflicts():
+			if since := time.Since(time.Unix(0, a.lastViewChange.Load())); since < conflictQuiet {
+				// A planned hand-off (make-before-break) or a healing
+				// partition: two holders for a moment are expected.
+				a.log.Debug().Str("ip", c.IP.String()).Str("mac", c.MAC.String()).Dur("since_view_change", since).Msg("other holder during hand-off")
+				continue
+			}
+			a.log.Error().Str("ip", c.IP.String()).Str("mac", c.MAC.String()).Msg("duplicate IP: another host answers for a traffic IP we hold")
+			a.ev.Publish(events.Event{Type: events.DuplicateIP, IP: c.IP.String(), Details: map[string]string{"mac": c.MAC.String(), "interface": c.Interface}})
+		case se := <-a.gossip.SerfEvents():
+			a.ev.HandleSerf(serfEventOf(se))
+		}
+	}
+}
+
+// conflictQuiet is how long after a view change another host answering for
+// one of our IPs is expected (the previous holder during a hand-off) and not
+// reported as a duplicate IP.
+const conflictQuiet = DefaultHandoffGrace + 2*time.Second
+
+// startWatchdog pings systemd's watchdog at half its interval while healthy
+// says so. It returns a stop function.
+func startWatchdog(ctx context.Context, healthy func() bool) func() {
+	iv, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || iv == 0 {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(iv / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if healthy() {
+					_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				}
+			}
+		}
+	}()
+	return cancel
+}
+
+// routes registers the admin API handlers.
+func (a *agent) routes() {
+	a.admin.HandleJSON("GET /v1/status", func(*http.Request) (any, error) { return a.status(), nil })
+	a.admin.HandleJSON("GET /v1/events", func(*http.Request) (any, error) { return a.ev.Recent(100), nil })
+	a.admin.HandleJSON("GET /v1/explain", func(r *http.Request) (any, error) {
+		ip, err := netip.ParseAddr(r.URL.Query().Get("ip"))
+		if err != nil {
+			return nil, httpError{http.StatusBadRequest, "explain: bad ip: " + err.Error()}
+		}
+		return a.explain(ip)
+	})
+}
+
+func (a *agent) explain(ip netip.Addr) (any, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	alive := allocate.AliveOf(a.lastView.Up...)
+	for i, g := range a.cfg.Groups {
+		for _, gip := range g.IPs {
+			if gip == ip {
+				e, err := a.plans[i].Explain(ip, alive)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"group": g.Name, "explanation": e, "text": e.String()}, nil
+			}
+		}
+	}
+	return nil, httpError{http.StatusNotFound, fmt.Sprintf("explain: %s is not a traffic IP", ip)}
+}
+
+func (a *agent) status() Status {
+	v := a.gossip.View()
+	a.mu.Lock()
+	st := Status{
+		Node: a.ac.Node, Cluster: a.cfg.Settings.Name, Version: a.version, Configured: true,
+		Health:        HealthStatus{OK: a.health.OK, Reasons: append([]string(nil), a.health.Reasons...)},
+		View:          ViewStatus{Epoch: v.Epoch, Up: v.Up, Digest: hex.EncodeToString(v.Digest[:8])},
+		ConfigVersion: 1, ConfigHash: hex.EncodeToString(a.cfgHash[:8]),
+		Groups: append([]GroupStatus(nil), a.groups...),
+	}
+	for g, r := range a.failed {
+		st.Health.Reasons = append(st.Health.Reasons, GroupFailedPrefix+g+" "+r)
+	}
+	a.mu.Unlock()
+	now := time.Now()
+	for _, m := range a.gossip.Members() {
+		ms := MemberStatus{Name: m.Name, Address: m.Addr.String(), Self: m.Self, Up: m.Up, Reasons: m.Reasons,
+			ConfigVersion: m.ConfigVersion, Gossip: m.SerfStatus, LastHeartbeatMS: -1, Health: "unknown"}
+		if !m.LastHeartbeat.IsZero() {
+			ms.LastHeartbeatMS = now.Sub(m.LastHeartbeat).Milliseconds()
+			ms.Health = "failed"
+			if m.Health {
+				ms.Health = "ok"
+			}
+		}
+		if m.Self {
+			ms.Health = "ok"
+			if !st.Health.OK {
+				ms.Health = "failed"
+			}
+		}
+		st.Members = append(st.Members, ms)
+	}
+	st.Dataplane = a.dp.Status()
+	st.Heartbeats = a.gossip.Stats()
+	return st
+}

@@ -1,0 +1,274 @@
+package appliance
+
+import (
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shoal-project/shoal/allocate"
+	"github.com/shoal-project/shoal/confsync/config"
+	"github.com/shoal-project/shoal/dataplane"
+)
+
+// GroupFailedPrefix starts a health reason that says this node cannot serve
+// one traffic IP group (its interface is gone, raising keeps failing). Peers
+// read it from heartbeats and leave the node out of that group only.
+const GroupFailedPrefix = "group-failed:"
+
+// DefaultHandoffGrace is how long a node keeps an IP it lost to another
+// alive member (failback, rebalance, config change) so that the new owner
+// raises and announces it before the old holder drops it (make-before-break).
+const DefaultHandoffGrace = time.Second
+
+// planner turns (config, view, time) into the desired dataplane state. It
+// keeps the little state that needs memory: when members came up (for
+// failback_delay), IPs being handed off, and the previous multi-hosted
+// tables. It does no I/O and is driven by the agent loop goroutine only.
+type planner struct {
+	self      string
+	cfg       *config.Cluster
+	plans     []*allocate.Plan
+	grace     time.Duration
+	startedAt time.Time
+	settle    time.Duration
+	settleBy  time.Time // members first seen up before this are not "recovered"
+	selfWasUp bool
+
+	upSince    map[string]time.Time // when each member entered the view (zero = initial)
+	lastUp     map[string]bool
+	handoff    map[netip.Addr]time.Time // IP -> drop deadline
+	held       map[netip.Addr]bool      // IPs in the last desired state
+	prevTables map[string][]uint8       // multi: last table per group
+	curTables  map[string][]uint8
+}
+
+// planInput is everything the planner needs from the outside on one pass.
+type planInput struct {
+	now time.Time
+	up  []string // the view: members up (includes self while healthy)
+	// peerFailedGroups maps a member to the groups it reports it cannot
+	// serve (GroupFailedPrefix reasons in its heartbeats).
+	peerFailedGroups map[string]map[string]bool
+	// selfFailedGroups are the groups this node cannot serve.
+	selfFailedGroups map[string]bool
+	// peerStart is when each peer's agent started (its boot epoch).
+	peerStart map[string]time.Time
+}
+
+// planOutput is one pass's result.
+type planOutput struct {
+	desired dataplane.Desired
+	groups  []GroupStatus
+	wakeAt  time.Time // when to plan again even without input (zero = never)
+	grew    bool      // members came back into the view since the last pass
+}
+
+func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now time.Time, settle time.Duration) *planner {
+	return &planner{
+		self: self, cfg: cfg, plans: plans, grace: DefaultHandoffGrace,
+		startedAt: now, settle: settle, settleBy: now.Add(settle),
+		upSince: map[string]time.Time{}, lastUp: map[string]bool{},
+		handoff: map[netip.Addr]time.Time{}, held: map[netip.Addr]bool{},
+		prevTables: map[string][]uint8{}, curTables: map[string][]uint8{},
+	}
+}
+
+// setConfig replaces the config (a new version was applied).
+func (p *planner) setConfig(cfg *config.Cluster, plans []*allocate.Plan) {
+	p.cfg, p.plans = cfg, plans
+}
+
+// MulticastMAC is the multi-hosted MAC of a cluster: 01:00:5e followed by the
+// low 23 bits of its IPv4 multicast group.
+func MulticastMAC(group netip.Addr) net.HardwareAddr {
+	b := group.As4()
+	return net.HardwareAddr{0x01, 0x00, 0x5e, b[1] & 0x7f, b[2], b[3]}
+}
+
+// hashSeed is the seed of a multi-hosted group's packet hash, the same on
+// every node: FNV-1a of cluster and group name.
+func hashSeed(cluster, group string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(cluster))
+	h.Write([]byte{0})
+	h.Write([]byte(group))
+	return h.Sum32()
+}
+
+func (p *planner) plan(in planInput) planOutput {
+	var out planOutput
+	now := in.now
+	upSet := map[string]bool{}
+	for _, m := range in.up {
+		upSet[m] = true
+	}
+	// Track recoveries for failback_delay. Members up during the first
+	// settle period (cluster start, or our own start) count as initial,
+	// except ourselves when we join an already running cluster.
+	for m := range upSet {
+		if !p.lastUp[m] {
+			if m != p.self && now.After(p.settleBy) {
+				p.upSince[m] = now
+				out.grew = true
+			} else if m != p.self {
+				out.grew = true
+			}
+		}
+	}
+	for m := range p.lastUp {
+		if !upSet[m] {
+			delete(p.upSince, m)
+		}
+	}
+	if upSet[p.self] && !p.lastUp[p.self] {
+		// We (re)entered our own view. Peers hold us back exactly when they
+		// saw us come up after their own settle period: after a health
+		// failure of ours, or when we started after them.
+		recovering := false
+		for m := range upSet {
+			if m == p.self {
+				continue
+			}
+			if p.selfWasUp {
+				recovering = true
+			} else if st, ok := in.peerStart[m]; ok && st.Add(p.settle).Before(p.startedAt) {
+				recovering = true
+			}
+		}
+		if recovering {
+			p.upSince[p.self] = now
+		}
+		p.selfWasUp = true
+	}
+	p.lastUp = upSet
+	selfUp := upSet[p.self]
+
+	wake := func(t time.Time) {
+		if out.wakeAt.IsZero() || t.Before(out.wakeAt) {
+			out.wakeAt = t
+		}
+	}
+	nowHeld := map[netip.Addr]bool{}
+	p.prevTables, p.curTables = p.curTables, map[string][]uint8{}
+	for gi, g := range p.cfg.Groups {
+		plan := p.plans[gi]
+		alive := allocate.Alive{}
+		for _, m := range g.Members {
+			if !upSet[m] || in.peerFailedGroups[m][g.Name] {
+				continue
+			}
+			if m == p.self && in.selfFailedGroups[g.Name] {
+				continue
+			}
+			if since, ok := p.upSince[m]; ok && g.FailbackDelay > 0 {
+				if until := since.Add(g.FailbackDelay); now.Before(until) {
+					wake(until)
+					continue
+				}
+			}
+			alive[m] = true
+		}
+		res := plan.Allocate(alive)
+		gs := GroupStatus{Name: g.Name, Mode: g.Mode, Members: slices.Clone(g.Members), Passive: slices.Clone(g.Passive)}
+		isMember := slices.Contains(g.Members, p.self)
+		if isMember {
+			out.desired.Links = append(out.desired.Links, dataplane.GroupLink{Group: g.Name, Interface: g.Interface})
+		}
+		if g.Mode == config.ModeMulti {
+			gs.Shares = res.Shares
+			if isMember && alive[p.self] {
+				prev := p.prevTables[g.Name]
+				if prev == nil {
+					prev = res.Buckets
+				}
+				var aliveSlots uint8
+				for m := range alive {
+					aliveSlots |= 1 << uint(g.Slots[m])
+				}
+				p.curTables[g.Name] = res.Buckets
+				out.desired.Multi = append(out.desired.Multi, dataplane.MultiGroup{
+					Name: g.Name, Interface: g.Interface, IPs: slices.Clone(g.IPs),
+					MAC:        MulticastMAC(p.cfg.Settings.MulticastGroup),
+					HashIPOnly: g.Hash == config.HashIP,
+					Seed:       hashSeed(p.cfg.Settings.Name, g.Name),
+					SelfSlot:   uint8(g.Slots[p.self]),
+					Owners:     res.Buckets, Prev: prev, PrevAlive: aliveSlots,
+				})
+			}
+			out.groups = append(out.groups, gs)
+			continue
+		}
+		gs.IPs = map[string]string{}
+		for i, ip := range g.IPs {
+			owner := res.Owners[i]
+			gs.IPs[ip.String()] = owner
+			mine := owner == p.self && isMember
+			if !mine && p.held[ip] && selfUp && owner != "" && upSet[owner] && !in.selfFailedGroups[g.Name] {
+				// Make-before-break: keep it until the new owner has
+				// raised and announced it.
+				dl, ok := p.handoff[ip]
+				if !ok {
+					dl = now.Add(p.grace)
+					p.handoff[ip] = dl
+				}
+				if now.Before(dl) {
+					mine = true
+					wake(dl)
+				}
+			} else {
+				delete(p.handoff, ip)
+			}
+			if owner == p.self {
+				delete(p.handoff, ip)
+			}
+			if !mine {
+				continue
+			}
+			nowHeld[ip] = true
+			gs.Held = append(gs.Held, ip.String())
+			out.desired.Addresses = append(out.desired.Addresses, dataplane.Address{
+				Group: g.Name, IP: ip, Interface: g.Interface,
+				PrefixLen: g.PrefixLen, PrefixRoute: g.PrefixRoute,
+				Announce: dataplane.Announce{Count: announceCount(g.GARPCount), Spread: g.GARPSpread, Refresh: g.GARPRefresh},
+			})
+		}
+		sort.Strings(gs.Held)
+		out.groups = append(out.groups, gs)
+	}
+	for ip := range p.handoff {
+		if !nowHeld[ip] {
+			delete(p.handoff, ip)
+		}
+	}
+	p.held = nowHeld
+	return out
+}
+
+// announceCount maps the config's garp_count (0 = none) to the dataplane's
+// convention (0 = default, negative = none).
+func announceCount(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// failedGroupsOf extracts the groups a member says it cannot serve from its
+// health reasons.
+func failedGroupsOf(reasons []string) map[string]bool {
+	var out map[string]bool
+	for _, r := range reasons {
+		if rest, ok := strings.CutPrefix(r, GroupFailedPrefix); ok {
+			name, _, _ := strings.Cut(rest, " ")
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[name] = true
+		}
+	}
+	return out
+}

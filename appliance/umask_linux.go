@@ -1,0 +1,5 @@
+package appliance
+
+import "syscall"
+
+func umask(m int) int { return syscall.Umask(m) }

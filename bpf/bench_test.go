@@ -1,0 +1,80 @@
+package bpf
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// TestXDPCost is `make bench-xdp` part (a): the per-packet cost of the
+// program against a bare XDP_PASS program in the same run, measured with
+// BPF_PROG_TEST_RUN and a large repeat count. It is a benchmark, not a
+// test: it runs only with SHOAL_BENCH=1 and asserts nothing about time.
+func TestXDPCost(t *testing.T) {
+	if os.Getenv("SHOAL_BENCH") != "1" {
+		t.Skip("benchmark: set SHOAL_BENCH=1 (make bench-xdp)")
+	}
+	o := load(t)
+	bare, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "bare_pass", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load bare program: %v", err)
+	}
+	defer bare.Close()
+	owners := make([]uint8, NumBuckets)
+	for i := range owners {
+		owners[i] = uint8(i % 3) // this node (slot 0) owns a third
+	}
+	setGroup(t, o, group(owners, nil, 7, false))
+
+	// A flow owned by this node and one owned by another.
+	var owned, notOwned, notOwnedSyn []byte
+	for port := uint16(1024); owned == nil || notOwned == nil; port++ {
+		f := ether(testMcastMAC, 0, ipv4(client4, vip4, 0, tcpSeg(port, 443, tcpACK)))
+		if owners[Bucket(client4, vip4, port, 443, testSeed, false)] == 0 {
+			owned = f
+		} else {
+			notOwned = f
+			notOwnedSyn = ether(testMcastMAC, 0, ipv4(client4, vip4, 0, tcpSeg(port, 443, tcpSYN)))
+		}
+	}
+	frames := []struct {
+		name  string
+		frame []byte
+	}{
+		{"owned tcp ack (pass, owner)", owned},
+		{"not owned tcp ack (socket lookup, drop)", notOwned},
+		{"not owned tcp syn (drop)", notOwnedSyn},
+		{"owned tcp6 syn (pass, owner)", ether(testMcastMAC, 0, ipv6(client6, vip6, nil, tcpSeg(1, 443, tcpSYN)))},
+		{"not multi-hosted (pass untouched)", ether(testMcastMAC, 0, ipv4(client4, other4, 0, tcpSeg(1, 443, tcpACK)))},
+	}
+	const repeat = 2_000_000
+	best := func(p *ebpf.Program, frame []byte) float64 {
+		min := 0.0
+		for range 3 {
+			_, d, err := p.Benchmark(frame, repeat, nil)
+			if err != nil {
+				t.Fatalf("benchmark: %v", err)
+			}
+			if ns := float64(d.Nanoseconds()); min == 0 || ns < min {
+				min = ns
+			}
+		}
+		return min
+	}
+	fmt.Printf("XDP per-packet cost (BPF_PROG_TEST_RUN, %d repeats, best of 3)\n", repeat)
+	fmt.Printf("%-42s %9s %9s %9s  %s\n", "frame", "bare", "shoal", "diff", "goal <= 30 ns over bare")
+	for _, f := range frames {
+		b, s := best(bare, f.frame), best(o.objs.ShoalXdp, f.frame)
+		verdict := "ok"
+		if s-b > 30 {
+			verdict = "over goal"
+		}
+		fmt.Printf("%-42s %6.1f ns %6.1f ns %6.1f ns  %s\n", f.name, b, s, s-b, verdict)
+	}
+}

@@ -1,0 +1,392 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Limits of the program's maps.
+const (
+	// MaxGroups is the number of multi-hosted groups one program serves.
+	MaxGroups = 32
+	// MaxAddrs is the number of IPv4 (and, separately, IPv6) multi-hosted
+	// addresses over all groups.
+	MaxAddrs = 1024
+	// MaxSlots is the number of member slots in a group.
+	MaxSlots = 8
+	// NoOwner marks a bucket without an alive owner.
+	NoOwner = 0xff
+	// ProgramName is the kernel name of the XDP program, used to find stale
+	// attachments left by an earlier run.
+	ProgramName = "shoal_xdp"
+)
+
+const (
+	chunk      = 64
+	chunks     = NumBuckets / chunk
+	flagValid  = 1
+	flagIPOnly = 2
+)
+
+// Mode is how the program is attached to an interface.
+type Mode int
+
+const (
+	// ModeAuto lets the kernel pick: native when the driver supports it,
+	// otherwise generic.
+	ModeAuto Mode = iota
+	// ModeNative runs in the driver (fails when the driver lacks XDP).
+	ModeNative
+	// ModeGeneric runs on the skb after the driver (always available,
+	// slower). Use it on veth.
+	ModeGeneric
+)
+
+// ParseMode parses "auto", "native" or "generic".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "", "auto":
+		return ModeAuto, nil
+	case "native":
+		return ModeNative, nil
+	case "generic":
+		return ModeGeneric, nil
+	}
+	return ModeAuto, fmt.Errorf("parse xdp mode %q: want auto, native or generic", s)
+}
+
+func (m Mode) String() string {
+	switch m {
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	default:
+		return "auto"
+	}
+}
+
+// Counters are the program's per-CPU counters summed over CPUs.
+type Counters struct {
+	PassedOwner     uint64 // this node owns the bucket
+	PassedSocket    uint64 // not (or handed-over) owner, but a local socket holds the connection
+	DroppedNotOwner uint64 // another node owns the bucket and no local socket
+	DroppedHandover uint64 // owner, but the alive previous owner keeps non-SYN packets without a local socket
+	PassedNotOurs   uint64 // not addressed to a multi-hosted IP (or its group is not configured)
+	ParseErrors     uint64 // truncated or malformed headers (passed when not ours, dropped when ours)
+	ICMPSteered     uint64 // ICMP errors steered by their embedded header
+	Fragments       uint64 // IP fragments to a multi-hosted IP (hashed with ports 0)
+}
+
+// Group is the state of one multi-hosted group written by SetGroup.
+type Group struct {
+	IPs        []netip.Addr
+	Seed       uint32
+	HashIPOnly bool
+	SelfSlot   uint8
+	// Owners holds the owner slot of each bucket (NumBuckets entries;
+	// NoOwner for none).
+	Owners []uint8
+	// Prev holds each bucket's owner before the latest view change
+	// (NumBuckets entries, or nil when equal to Owners).
+	Prev []uint8
+	// PrevAlive: bit s set = slot s alive now.
+	PrevAlive uint8
+	// Ifindex restricts the group to frames received on this interface
+	// (0 = any).
+	Ifindex int
+	// MAC is written as Ethernet destination of frames passed as ours (the
+	// receiving interface's own MAC: Linux TCP drops frames sent to a
+	// multicast MAC).
+	MAC net.HardwareAddr
+}
+
+// Objects is the loaded program and its maps. Methods are safe for
+// concurrent use.
+type Objects struct {
+	mu     sync.Mutex
+	objs   shoalObjects
+	active [MaxGroups]uint32
+	addrs  [MaxGroups]map[netip.Addr]struct{}
+	owner  map[netip.Addr]int
+}
+
+// Load loads the program and creates its maps in the kernel.
+func Load() (*Objects, error) {
+	o := &Objects{owner: map[netip.Addr]int{}}
+	if err := loadShoalObjects(&o.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load xdp program: %+v", ve)
+		}
+		return nil, fmt.Errorf("load xdp program: %w", err)
+	}
+	return o, nil
+}
+
+// Close unloads the program and its maps. Attachments made with Attach must
+// be detached first (the kernel keeps an attached program alive).
+func (o *Objects) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.objs.Close(); err != nil {
+		return fmt.Errorf("close xdp objects: %w", err)
+	}
+	return nil
+}
+
+// Detacher removes one attachment.
+type Detacher interface {
+	Detach() error
+}
+
+type xdpLink struct{ l link.Link }
+
+func (x xdpLink) Detach() error {
+	if err := x.l.Close(); err != nil {
+		return fmt.Errorf("detach xdp: %w", err)
+	}
+	return nil
+}
+
+// Attach attaches the program to the interface ifindex with a bpf_link; the
+// kernel detaches it when the link is closed or the process exits. The
+// index is resolved in the calling thread's network namespace.
+func (o *Objects) Attach(ifindex int, mode Mode) (Detacher, error) {
+	var flags link.XDPAttachFlags
+	switch mode {
+	case ModeNative:
+		flags = link.XDPDriverMode
+	case ModeGeneric:
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: o.objs.ShoalXdp, Interface: ifindex, Flags: flags})
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp to ifindex %d (%s): %w", ifindex, mode, err)
+	}
+	return xdpLink{l}, nil
+}
+
+// ProgramNameByID returns the kernel name of the program with the given ID
+// (as reported by netlink for an interface's XDP attachment).
+func ProgramNameByID(id uint32) (string, error) {
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return "", fmt.Errorf("open program %d: %w", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return "", fmt.Errorf("program %d info: %w", id, err)
+	}
+	return info.Name, nil
+}
+
+func (o *Objects) validate(index int, g *Group) error {
+	if index < 0 || index >= MaxGroups {
+		return fmt.Errorf("group index %d out of range 0..%d", index, MaxGroups-1)
+	}
+	if len(g.Owners) != NumBuckets {
+		return fmt.Errorf("owners: %d entries, want %d", len(g.Owners), NumBuckets)
+	}
+	if g.Prev != nil && len(g.Prev) != NumBuckets {
+		return fmt.Errorf("prev: %d entries, want %d or none", len(g.Prev), NumBuckets)
+	}
+	if g.SelfSlot >= MaxSlots {
+		return fmt.Errorf("self slot %d out of range 0..%d", g.SelfSlot, MaxSlots-1)
+	}
+	if len(g.MAC) != 6 {
+		return fmt.Errorf("interface mac %q is not 6 bytes", g.MAC)
+	}
+	if g.Ifindex < 0 {
+		return fmt.Errorf("ifindex %d is negative", g.Ifindex)
+	}
+	var n4, n6 int
+	for a, i := range o.owner {
+		if i != index {
+			if a.Is4() {
+				n4++
+			} else {
+				n6++
+			}
+		}
+	}
+	for _, a := range g.IPs {
+		if !a.IsValid() {
+			return errors.New("invalid ip address")
+		}
+		a = a.Unmap()
+		if i, ok := o.owner[a]; ok && i != index {
+			return fmt.Errorf("ip %s already belongs to group index %d", a, i)
+		}
+		if a.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	if n4 > MaxAddrs || n6 > MaxAddrs {
+		return fmt.Errorf("too many multi-hosted addresses (max %d per family)", MaxAddrs)
+	}
+	return nil
+}
+
+// SetGroup writes group index's configuration and partition table. The
+// inactive half is written first, then one 4-byte store flips the group to
+// it, so the program sees either the old or the new table, never a mix: at
+// no moment two owners, never a bucket without owner. Addresses are added
+// after the flip and removed last.
+func (o *Objects) SetGroup(index int, g Group) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.validate(index, &g); err != nil {
+		return fmt.Errorf("set group %d: %w", index, err)
+	}
+	cfg := shoalMhGroup{Seed: g.Seed, Ifindex: uint32(g.Ifindex), Flags: flagValid, SelfSlot: g.SelfSlot, PrevAlive: g.PrevAlive}
+	if g.HashIPOnly {
+		cfg.Flags |= flagIPOnly
+	}
+	copy(cfg.Mac[:], g.MAC)
+	prev := g.Prev
+	if prev == nil {
+		prev = g.Owners
+	}
+	table := make([]shoalMhChunk, chunks)
+	for b := range NumBuckets {
+		table[b/chunk].Owner[b%chunk] = g.Owners[b]
+		table[b/chunk].Prev[b%chunk] = prev[b]
+	}
+	next := 1 - o.active[index]
+	if err := o.writeHalf(index, next, &cfg, table); err != nil {
+		return fmt.Errorf("set group %d: %w", index, err)
+	}
+	if err := o.objs.MhActive.Put(uint32(index), next); err != nil {
+		return fmt.Errorf("set group %d: flip table: %w", index, err)
+	}
+	o.active[index] = next
+
+	want := make(map[netip.Addr]struct{}, len(g.IPs))
+	for _, a := range g.IPs {
+		a = a.Unmap()
+		want[a] = struct{}{}
+		if err := o.putAddr(a, index); err != nil {
+			return fmt.Errorf("set group %d: %w", index, err)
+		}
+		o.owner[a] = index
+	}
+	for a := range o.addrs[index] {
+		if _, ok := want[a]; !ok {
+			if err := o.deleteAddr(a); err != nil {
+				return fmt.Errorf("set group %d: %w", index, err)
+			}
+			delete(o.owner, a)
+		}
+	}
+	o.addrs[index] = want
+	return nil
+}
+
+// ClearGroup removes group index: its addresses first, then its
+// configuration (both halves end up invalid).
+func (o *Objects) ClearGroup(index int) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if index < 0 || index >= MaxGroups {
+		return fmt.Errorf("clear group %d: index out of range", index)
+	}
+	for a := range o.addrs[index] {
+		if err := o.deleteAddr(a); err != nil {
+			return fmt.Errorf("clear group %d: %w", index, err)
+		}
+		delete(o.owner, a)
+	}
+	o.addrs[index] = nil
+	var invalid shoalMhGroup
+	for half := uint32(0); half < 2; half++ {
+		if err := o.objs.MhGroups.Put(uint32(index)*2+half, &invalid); err != nil {
+			return fmt.Errorf("clear group %d: %w", index, err)
+		}
+	}
+	return nil
+}
+
+func (o *Objects) writeHalf(index int, half uint32, cfg *shoalMhGroup, table []shoalMhChunk) error {
+	gi := uint32(index)*2 + half
+	base := gi * chunks
+	keys := make([]uint32, chunks)
+	for i := range keys {
+		keys[i] = base + uint32(i)
+	}
+	if _, err := o.objs.MhTable.BatchUpdate(keys, table, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("write table: %w", err)
+		}
+		for i := range keys {
+			if err := o.objs.MhTable.Put(keys[i], &table[i]); err != nil {
+				return fmt.Errorf("write table: %w", err)
+			}
+		}
+	}
+	if err := o.objs.MhGroups.Put(gi, cfg); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+func (o *Objects) putAddr(a netip.Addr, index int) error {
+	var err error
+	if a.Is4() {
+		b := a.As4()
+		err = o.objs.MhAddrs4.Put(b, uint32(index))
+	} else {
+		err = o.objs.MhAddrs6.Put(shoalMhAddr6{Addr: a.As16()}, uint32(index))
+	}
+	if err != nil {
+		return fmt.Errorf("add address %s: %w", a, err)
+	}
+	return nil
+}
+
+func (o *Objects) deleteAddr(a netip.Addr) error {
+	var err error
+	if a.Is4() {
+		b := a.As4()
+		err = o.objs.MhAddrs4.Delete(b)
+	} else {
+		err = o.objs.MhAddrs6.Delete(shoalMhAddr6{Addr: a.As16()})
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete address %s: %w", a, err)
+	}
+	return nil
+}
+
+// Counters reads the program's counters, summed over CPUs.
+func (o *Objects) Counters() (Counters, error) {
+	var vals [8]uint64
+	for i := range vals {
+		var per []uint64
+		if err := o.objs.MhCounters.Lookup(uint32(i), &per); err != nil {
+			return Counters{}, fmt.Errorf("read xdp counters: %w", err)
+		}
+		for _, v := range per {
+			vals[i] += v
+		}
+	}
+	return Counters{
+		PassedOwner:     vals[0],
+		PassedSocket:    vals[1],
+		DroppedNotOwner: vals[2],
+		DroppedHandover: vals[3],
+		PassedNotOurs:   vals[4],
+		ParseErrors:     vals[5],
+		ICMPSteered:     vals[6],
+		Fragments:       vals[7],
+	}, nil
+}

@@ -1,0 +1,348 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
+)
+
+// testKey is a deterministic key per member index.
+func testKey(i int) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, ed25519.SeedSize))
+}
+
+func testName(i int) string { return fmt.Sprintf("n%d", i+1) }
+
+func testAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}) }
+
+func testMembers(n int) []Member {
+	ms := make([]Member, n)
+	for i := range ms {
+		ms[i] = Member{Name: testName(i), Addr: testAddr(i), PublicKey: testKey(i).Public().(ed25519.PublicKey)}
+	}
+	return ms
+}
+
+// testCluster runs n agents over one MemNetwork, serf disabled.
+type testCluster struct {
+	t        *testing.T
+	net      *MemNetwork
+	members  []Member
+	interval time.Duration
+
+	mu      sync.Mutex
+	agents  []*Agent
+	cancels []context.CancelFunc
+	done    []chan struct{}
+	events  [][]MemberEvent
+}
+
+func newTestCluster(t *testing.T, n int, interval time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, net: NewMemNetwork(), members: testMembers(n), interval: interval,
+		agents: make([]*Agent, n), cancels: make([]context.CancelFunc, n), done: make([]chan struct{}, n),
+		events: make([][]MemberEvent, n)}
+	for i := range n {
+		c.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range n {
+			c.stop(i)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) config(i int) Config {
+	return Config{
+		Cluster: "test", Node: testName(i), PrivateKey: testKey(i), Members: c.members,
+		Interval: c.interval, Logger: zerolog.New(zerolog.NewTestWriter(c.t)).Level(zerolog.WarnLevel),
+		Transport: c.net.Transport(testAddr(i)), DisableSerf: true,
+	}
+}
+
+// start (re)starts member i with a fresh boot epoch.
+func (c *testCluster) start(i int) {
+	c.t.Helper()
+	a, err := New(c.config(i))
+	if err != nil {
+		c.t.Fatalf("New(%s): %v", testName(i), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.agents[i], c.cancels[i], c.done[i] = a, cancel, done
+	c.events[i] = nil
+	c.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			c.t.Errorf("Run(%s): %v", testName(i), err)
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case ev := <-a.Events():
+				c.mu.Lock()
+				if c.agents[i] == a {
+					c.events[i] = append(c.events[i], ev)
+				}
+				c.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// stop crashes member i: it stops sending without a leave.
+func (c *testCluster) stop(i int) {
+	c.mu.Lock()
+	cancel, done := c.cancels[i], c.done[i]
+	c.cancels[i] = nil
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (c *testCluster) agent(i int) *Agent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.agents[i]
+}
+
+func (c *testCluster) eventsOf(i int) []MemberEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.events[i])
+}
+
+func names(idx ...int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = testName(i)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitViews waits until every agent in among has exactly want as Up, all
+// with the same digest.
+func (c *testCluster) waitViews(among []int, want []string, timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, fmt.Sprintf("views of %v = %v", names(among...), want), func() (bool, string) {
+		for _, i := range among {
+			v := c.agent(i).View()
+			if diff := cmp.Diff(want, v.Up); diff != "" {
+				return false, fmt.Sprintf("%s view (-want +got):\n%s", testName(i), diff)
+			}
+			if v.Digest != ViewDigest(want) {
+				return false, fmt.Sprintf("%s digest mismatch", testName(i))
+			}
+		}
+		return true, ""
+	})
+}
+
+func hasEvent(evs []MemberEvent, typ EventType, member, reasonPart string) bool {
+	return slices.ContainsFunc(evs, func(e MemberEvent) bool {
+		return e.Type == typ && e.Member == member && strings.Contains(e.Reason, reasonPart)
+	})
+}
+
+const testInterval = 100 * time.Millisecond
+
+func TestConvergeAndCrash(t *testing.T) {
+	for _, n := range []int{3, 5, 8} {
+		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
+			c := newTestCluster(t, n, testInterval)
+			all := seq(n)
+			c.waitViews(all, names(all...), 5*time.Second)
+
+			victim := n - 1
+			c.stop(victim)
+			survivors := all[:n-1]
+			c.waitViews(survivors, names(survivors...), 5*time.Second)
+			for _, i := range survivors {
+				if !hasEvent(c.eventsOf(i), EventFailed, testName(victim), "") {
+					t.Errorf("%s: no %q event for %s in %v", testName(i), EventFailed, testName(victim), c.eventsOf(i))
+				}
+				ms := c.agent(i).Members()
+				st := ms[slices.IndexFunc(ms, func(m MemberStatus) bool { return m.Name == testName(victim) })]
+				if st.Up || st.State != "down" || st.DownReason == "" {
+					t.Errorf("%s: Members()[%s] = up %v state %q reason %q, want down with a reason", testName(i), st.Name, st.Up, st.State, st.DownReason)
+				}
+			}
+
+			// Restart with a new boot epoch: up again everywhere.
+			c.start(victim)
+			c.waitViews(all, names(all...), 5*time.Second)
+			if !hasEvent(c.eventsOf(0), EventJoined, testName(victim), "boot epoch") {
+				t.Errorf("%s: no joined event for restarted %s", testName(0), testName(victim))
+			}
+		})
+	}
+}
+
+func TestFailedHealthAndRecovery(t *testing.T) {
+	c := newTestCluster(t, 5, testInterval)
+	all := seq(5)
+	c.waitViews(all, names(all...), 5*time.Second)
+
+	c.agent(1).SetHealth(Health{OK: false, Reasons: []string{"gateway 192.0.2.1 unreachable"}})
+	// Every node, including n2 itself, drops n2.
+	c.waitViews(all, names(0, 2, 3, 4), 5*time.Second)
+	ms := c.agent(0).Members()
+	if got := ms[1]; got.Name != "n2" || got.Health || got.State != "failed" || !slices.Equal(got.Reasons, []string{"gateway 192.0.2.1 unreachable"}) {
+		t.Errorf("n1 Members()[n2] = %+v, want failed with the reason", got)
+	}
+	c.agent(1).SetHealth(Health{OK: true})
+	c.waitViews(all, names(all...), 5*time.Second)
+}
+
+func TestLeave(t *testing.T) {
+	c := newTestCluster(t, 3, testInterval)
+	all := seq(3)
+	c.waitViews(all, names(all...), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.agent(2).Leave(ctx); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	c.waitViews([]int{0, 1}, names(0, 1), 5*time.Second)
+	c.waitViews([]int{2}, names(0, 1), time.Second) // the leaver drops itself
+	for _, i := range []int{0, 1} {
+		if !hasEvent(c.eventsOf(i), EventLeft, "n3", "") {
+			t.Errorf("%s: no left event for n3", testName(i))
+		}
+		if ms := c.agent(i).Members(); ms[2].State != "left" {
+			t.Errorf("%s: Members()[n3].State = %q, want left", testName(i), ms[2].State)
+		}
+	}
+}
+
+func TestPartitionAndHeal(t *testing.T) {
+	c := newTestCluster(t, 5, testInterval)
+	all := seq(5)
+	c.waitViews(all, names(all...), 5*time.Second)
+	a, b := []int{0, 1}, []int{2, 3, 4}
+	addrs := func(idx []int) []netip.Addr {
+		var out []netip.Addr
+		for _, i := range idx {
+			out = append(out, testAddr(i))
+		}
+		return out
+	}
+	c.net.Partition(addrs(a), addrs(b))
+	c.waitViews(a, names(a...), 5*time.Second)
+	c.waitViews(b, names(b...), 5*time.Second)
+	c.net.Heal()
+	c.waitViews(all, names(all...), 5*time.Second)
+}
+
+// With 5% random loss nobody is removed: a lost heartbeat is covered by the
+// next one or by a probe answer.
+func TestLossNoFalseRemoval(t *testing.T) {
+	const n = 5
+	c := newTestCluster(t, n, 200*time.Millisecond)
+	all := seq(n)
+	c.waitViews(all, names(all...), 5*time.Second)
+	epochs := make([]uint64, n)
+	for i := range n {
+		epochs[i] = c.agent(i).View().Epoch
+	}
+	c.net.SetLoss(0.05)
+	time.Sleep(8 * time.Second) // the property is "nothing happens" over a bounded run
+	c.net.SetLoss(0)
+	var suspicions uint64
+	for i := range n {
+		v := c.agent(i).View()
+		if v.Epoch != epochs[i] || !slices.Equal(v.Up, names(all...)) {
+			t.Errorf("%s: view %s after loss, want epoch %d with all members; events: %v", testName(i), v, epochs[i], c.eventsOf(i))
+		}
+		suspicions += c.agent(i).Stats().Suspicions
+	}
+	t.Logf("suspicions cleared without removal: %d", suspicions)
+}
+
+// One-way cut n1 -> n2: n2 suspects n1, an indirect probe through n3 clears
+// it (no removal at suspicion time), and the monitor timeout still removes
+// n1 from n2's view eventually because n2 never hears n1 itself.
+func TestIndirectProbeAndMonitorTimeout(t *testing.T) {
+	c := newTestCluster(t, 3, testInterval)
+	all := seq(3)
+	c.waitViews(all, names(all...), 5*time.Second)
+	c.net.Cut(testAddr(0), testAddr(1))
+	waitFor(t, 5*time.Second, "n2 to drop n1 at the monitor timeout", func() (bool, string) {
+		evs := c.eventsOf(1)
+		return hasEvent(evs, EventFailed, "n1", "monitor timeout"), fmt.Sprint(evs)
+	})
+	evs := c.eventsOf(1)
+	if !hasEvent(evs, EventCleared, "n1", "indirect probe answered via n3") {
+		t.Errorf("n2 events %v: want suspicion of n1 cleared by an indirect probe via n3", evs)
+	}
+	// n1 and n3 still hear everybody.
+	c.waitViews([]int{0, 2}, names(all...), time.Second)
+	c.waitViews([]int{1}, names(1, 2), time.Second)
+	c.net.Heal()
+	c.waitViews(all, names(all...), 5*time.Second)
+}
+
+func TestViewsChannelLatestWins(t *testing.T) {
+	c := newTestCluster(t, 3, testInterval)
+	c.waitViews(seq(3), names(seq(3)...), 5*time.Second)
+	a := c.agent(0)
+	var got View
+	select {
+	case got = <-a.Views():
+	default:
+		t.Fatal("Views() empty after view changes")
+	}
+	if want := a.View(); got.Epoch != want.Epoch || !slices.Equal(got.Up, want.Up) {
+		t.Errorf("<-Views() = %s, want the latest %s", got, want)
+	}
+	select {
+	case v := <-a.Views():
+		t.Errorf("second receive got %s, want nothing (buffer of 1)", v)
+	default:
+	}
+}

@@ -1,0 +1,122 @@
+package gossip
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/gossip/wire"
+)
+
+// Bad packets are dropped and counted by reason; the receiver keeps working
+// and none of them changes its view (most are leave packets that would
+// remove n1 if accepted).
+func TestRejections(t *testing.T) {
+	c := newTestCluster(t, 3, testInterval)
+	all := seq(3)
+	c.waitViews(all, names(all...), 5*time.Second)
+
+	// Capture one real heartbeat of n1 to replay it.
+	tap := c.net.Tap(netip.MustParseAddr("198.51.100.250"))
+	var captured []byte
+	waitFor(t, 5*time.Second, "a heartbeat of n1 on the tap", func() (bool, string) {
+		for {
+			select {
+			case p := <-tap.Recv():
+				if d, err := wire.Decode(p.Data); err == nil && d.Node == "n1" && d.Type == wire.TypeHeartbeat {
+					captured = p.Data
+					return true, ""
+				}
+			default:
+				return false, "no packet yet"
+			}
+		}
+	})
+	tap.Close()
+
+	n1 := c.agent(0)
+	epoch := n1.BootEpoch()
+	leave := func(mut func(p *wire.Packet), key ed25519.PrivateKey) []byte {
+		p := &wire.Packet{Type: wire.TypeLeave, Cluster: "test", Node: "n1", BootEpoch: epoch, Seq: 1 << 40,
+			SendTime: time.Now().UnixNano(), Health: wire.Health{OK: true}}
+		mut(p)
+		b, err := wire.Encode(p, key)
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		return b
+	}
+	stranger := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0xee}, 32))
+	tests := []struct {
+		name   string
+		data   []byte
+		reason string
+	}{
+		{"forged leave (wrong key)", leave(func(*wire.Packet) {}, stranger), RejectBadSignature},
+		{"replayed heartbeat", captured, RejectReplay},
+		{"old boot epoch", leave(func(p *wire.Packet) { p.BootEpoch = epoch - 1 }, testKey(0)), RejectReplay},
+		{"wrong cluster", leave(func(p *wire.Packet) { p.Cluster = "other" }, testKey(0)), RejectWrongCluster},
+		{"unknown node", leave(func(p *wire.Packet) { p.Node = "intruder" }, stranger), RejectUnknownNode},
+		{"send time an hour old", leave(func(p *wire.Packet) { p.SendTime = time.Now().Add(-time.Hour).UnixNano() }, testKey(0)), RejectClock},
+		{"send time in the future", leave(func(p *wire.Packet) { p.SendTime = time.Now().Add(time.Hour).UnixNano() }, testKey(0)), RejectClock},
+		{"oversize", make([]byte, wire.MaxSize+100), RejectOversize},
+		{"garbage", []byte("hello, world"), RejectMalformed},
+		{"truncated", captured[:len(captured)/2], RejectMalformed},
+	}
+	n2 := c.agent(1)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := n2.Stats().Rejected[tc.reason]
+			c.net.Inject(testAddr(0), testAddr(1), tc.data)
+			waitFor(t, 2*time.Second, fmt.Sprintf("Rejected[%s] to increase", tc.reason), func() (bool, string) {
+				got := n2.Stats().Rejected[tc.reason]
+				return got > before, fmt.Sprintf("Rejected[%s] = %d, was %d", tc.reason, got, before)
+			})
+		})
+	}
+	// Still working: n1 stays up at n2 and heartbeats keep flowing.
+	acc := n2.Stats().Accepted
+	waitFor(t, 2*time.Second, "n2 to accept new packets", func() (bool, string) {
+		return n2.Stats().Accepted > acc+2, "no new packets accepted"
+	})
+	c.waitViews(all, names(all...), time.Second)
+	if ms := n2.Members(); ms[0].State != "up" {
+		t.Errorf("n2 sees n1 as %q after bad packets, want up", ms[0].State)
+	}
+}
+
+func TestReplayWindow(t *testing.T) {
+	type step struct {
+		epoch, seq uint64
+		ok         bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"in order", []step{{1, 1, true}, {1, 2, true}, {1, 3, true}}},
+		{"duplicate", []step{{1, 5, true}, {1, 5, false}}},
+		{"reordered within window", []step{{1, 10, true}, {1, 8, true}, {1, 9, true}, {1, 8, false}, {1, 11, true}}},
+		{"too old", []step{{1, 100, true}, {1, 36, false}, {1, 37, true}}},
+		{"big jump clears window", []step{{1, 1, true}, {1, 1000, true}, {1, 999, true}, {1, 1, false}}},
+		{"new epoch resets", []step{{1, 50, true}, {2, 1, true}, {1, 51, false}, {2, 1, false}, {2, 2, true}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var p peer
+			for i, s := range tc.steps {
+				newEpoch, ok := p.checkReplay(s.epoch, s.seq)
+				if ok != s.ok {
+					t.Fatalf("step %d: checkReplay(%d, %d) = %v, want %v", i, s.epoch, s.seq, ok, s.ok)
+				}
+				if ok {
+					p.commitReplay(s.epoch, s.seq, newEpoch)
+					p.heard = true
+				}
+			}
+		})
+	}
+}
