@@ -140,7 +140,7 @@ type agent struct {
 
 	loopTick       atomic.Int64 // unix nanos of the last agent-loop pass
 	lastViewChange atomic.Int64 // unix nanos of the last view change
-	kick     chan struct{}
+	kick           chan struct{}
 }
 
 func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, error) {

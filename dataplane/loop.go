@@ -887,15 +887,16 @@ func (l *loop) reannounceAll() {
 // announce sends the burst and the refreshes for one address until ctx
 // ends.
 func (m *Manager) announce(ctx context.Context, li LinkInfo, ip netip.Addr, cfg Announce, burst bool, c *announceCounters) {
-	send := func() {
+	send := func() bool {
 		if err := m.announcer.Announce(li, ip); err != nil {
 			m.annErrors.Add(1)
 			m.log.Warn().Err(err).Str("ip", ip.String()).Str("interface", li.Name).Msg("announcement failed")
-			return
+			return false
 		}
 		m.annSent.Add(1)
 		c.sent.Add(1)
 		c.last.Store(time.Now().UnixNano())
+		return true
 	}
 	wait := func(d time.Duration) bool {
 		t := time.NewTimer(d)
@@ -915,12 +916,21 @@ func (m *Manager) announce(ctx context.Context, li LinkInfo, ip netip.Addr, cfg 
 		spread = DefaultAnnounceSpread
 	}
 	if burst && count > 0 {
-		send()
-		for i := 1; i < count; i++ {
-			if !wait(spread / time.Duration(count-1)) {
+		gap := spread
+		if count > 1 {
+			gap = spread / time.Duration(count-1)
+		}
+		// The burst is count successful rounds: a failed round (a fresh
+		// IPv6 address still tentative while the carrier comes up, a
+		// socket error) is tried again a gap later, up to
+		// burstExtraTries more times.
+		for sent, tries := 0, 0; sent < count && tries < count+burstExtraTries; tries++ {
+			if tries > 0 && !wait(gap) {
 				return
 			}
-			send()
+			if send() {
+				sent++
+			}
 		}
 	}
 	if cfg.Refresh <= 0 {
@@ -930,3 +940,6 @@ func (m *Manager) announce(ctx context.Context, li LinkInfo, ip netip.Addr, cfg 
 		send()
 	}
 }
+
+// burstExtraTries bounds the retries of failed rounds in a burst.
+const burstExtraTries = 10
