@@ -134,3 +134,21 @@ test-confsync:
 ## bench-config: time from Propose on one node to applied on all 64 in-process nodes, p50/p99 (goal p99 <= 2 s)
 bench-config:
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkConfigReplication64$$' -benchtime 1x ./confsync/
+
+# --- dataplane ---
+.PHONY: test-dataplane
+## test-dataplane: reconcile loop on a fake kernel, ARP/NDP frames, and (root) real netlink + announcements in dpt-* namespaces
+test-dataplane: deps
+	$(GO) test -count=1 -race ./dataplane/
+
+# --- gossip ---
+.PHONY: test-gossip fuzz-gossip bench-gossip
+## test-gossip: gossip unit, in-memory cluster and (as root) netns tests
+test-gossip: deps
+	$(GO) test -count=1 -timeout 5m ./gossip/...
+## fuzz-gossip: fuzz the heartbeat decoder (seeds in gossip/wire/testdata)
+fuzz-gossip:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./gossip/wire/
+## bench-gossip: failure detection time at the 500 ms interval (p50/p99 ms)
+bench-gossip:
+	$(GO) test -run '^$$' -bench Detection -benchtime 40x ./gossip/

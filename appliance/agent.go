@@ -3,12 +3,12 @@ package appliance
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-project/shoal/allocate"
 	"github.com/shoal-project/shoal/appliance/events"
 	"github.com/shoal-project/shoal/bpf"
+	"github.com/shoal-project/shoal/confsync"
 	"github.com/shoal-project/shoal/confsync/config"
 	"github.com/shoal-project/shoal/confsync/identity"
 	"github.com/shoal-project/shoal/dataplane"
@@ -124,7 +125,8 @@ type agent struct {
 
 	mu       sync.Mutex // guards cfg, plans, status fields below
 	cfg      *config.Cluster
-	cfgHash  [32]byte
+	cfgVer   confsync.Version
+	cfgID    confsync.ID
 	plans    []*allocate.Plan
 	groups   []GroupStatus
 	health   SelfTestResult
@@ -137,6 +139,12 @@ type agent struct {
 	ev     *events.Dispatcher
 	st     *selfTester
 	admin  *AdminServer
+	cs     *confsync.Node
+	csTr   *confsync.TLSTransport
+	cfgLn  net.Listener
+
+	cfgUpdates chan confsync.Update   // new config versions to apply, latest wins
+	observed   map[string]confsync.ID // config version last announced by each peer (loop only)
 
 	loopTick       atomic.Int64 // unix nanos of the last agent-loop pass
 	lastViewChange atomic.Int64 // unix nanos of the last view change
@@ -144,24 +152,9 @@ type agent struct {
 }
 
 func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, error) {
-	raw, err := os.ReadFile(ac.ClusterConfig)
-	if err != nil {
-		return nil, fmt.Errorf("read cluster config: %w", err)
-	}
-	cfg, err := config.Parse(ac.ClusterConfig, raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := ac.CheckAgainst(cfg); err != nil {
-		return nil, err
-	}
-	self, _ := cfg.MemberByName(ac.Node)
 	key, err := identity.LoadPrivateKey(ac.KeyFile)
 	if err != nil {
 		return nil, err
-	}
-	if !bytes.Equal(identity.Public(key), self.PublicKey) {
-		return nil, fmt.Errorf("key file %s does not match member %q's public_key in %s", ac.KeyFile, ac.Node, cfg.File)
 	}
 	secret, err := os.ReadFile(ac.SecretFile)
 	if err != nil {
@@ -171,12 +164,20 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 	if err := os.MkdirAll(ac.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	plans, err := AllocPlans(cfg)
-	if err != nil {
+	a := &agent{ac: ac, version: version, log: log, key: key,
+		health: SelfTestResult{OK: true}, failed: map[string]string{}, kick: make(chan struct{}, 1),
+		cfgUpdates: make(chan confsync.Update, 1), observed: map[string]confsync.ID{}}
+	// The cluster config is versioned and replicated: the file only
+	// bootstraps an empty data dir; afterwards the newest accepted version
+	// in the data dir wins.
+	if err := a.openConfig(secret); err != nil {
 		return nil, err
 	}
-	a := &agent{ac: ac, version: version, log: log, cfg: cfg, cfgHash: sha256.Sum256(raw), plans: plans,
-		health: SelfTestResult{OK: true}, failed: map[string]string{}, kick: make(chan struct{}, 1)}
+	cfg := a.cfg
+	self, _ := cfg.MemberByName(ac.Node)
+	if !bytes.Equal(identity.Public(key), self.PublicKey) {
+		return nil, fmt.Errorf("key file %s does not match member %q's public_key in %s", ac.KeyFile, ac.Node, cfg.File)
+	}
 
 	bind := ac.Bind
 	if !bind.IsValid() {
@@ -194,7 +195,7 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 	if err != nil {
 		return nil, err
 	}
-	a.gossip.SetConfigVersion(1, a.cfgHash)
+	a.gossip.SetConfigVersion(a.cfgVer.Counter, a.cfgID)
 
 	if hasMulti(cfg, ac.Node) {
 		a.mh, err = multihost.New(multihost.Config{Mode: xdpMode(ac), Logger: log})
@@ -229,6 +230,14 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 		a.ev.Close()
 		return nil, err
 	}
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(bind, cfg.Settings.ConfigPort).String())
+	if err != nil {
+		a.gossip.Close()
+		a.dp.Close()
+		a.ev.Close()
+		return nil, fmt.Errorf("config channel: %w", err)
+	}
+	a.cfgLn = ln
 	a.routes()
 	return a, nil
 }
@@ -326,6 +335,9 @@ func (a *agent) run(ctx context.Context) error {
 		return nil
 	})
 	start("events", func(ctx context.Context) error { a.forwardEvents(ctx); return nil })
+	start("confsync", a.cs.Run)
+	start("config channel", func(ctx context.Context) error { return a.csTr.Serve(ctx, a.cfgLn, a.cs) })
+	start("config updates", func(ctx context.Context) error { a.watchConfig(ctx); return nil })
 
 	a.log.Info().Str("version", a.version).Str("cluster", a.cfg.Settings.Name).Int("members", len(a.cfg.Members)).
 		Int("groups", len(a.cfg.Groups)).Msgf("shoal %s ready", a.version)
@@ -449,6 +461,10 @@ func (a *agent) loop(ctx context.Context) error {
 			a.mu.Unlock()
 			a.log.Warn().Str("group", f.Group).Bool("failed", f.Failed).Str("reason", f.Reason).Msg("group state")
 			a.pushHealth()
+		case u := <-a.cfgUpdates:
+			if a.applyConfig(u) {
+				pl.setConfig(a.currentConfig())
+			}
 		case <-a.kick:
 		case <-timerC():
 		case <-startTimer.C:
@@ -456,6 +472,7 @@ func (a *agent) loop(ctx context.Context) error {
 		}
 		now := time.Now()
 		a.loopTick.Store(now.UnixNano())
+		a.observePeers()
 		if !startupDone {
 			// Startup hold: apply nothing until we have heard every peer
 			// that is up, so we never grab IPs others hold.
@@ -609,6 +626,7 @@ func startWatchdog(ctx context.Context, healthy func() bool) func() {
 
 // routes registers the admin API handlers.
 func (a *agent) routes() {
+	a.configRoutes()
 	a.admin.HandleJSON("GET /v1/status", func(*http.Request) (any, error) { return a.status(), nil })
 	a.admin.HandleJSON("GET /v1/events", func(*http.Request) (any, error) { return a.ev.Recent(100), nil })
 	a.admin.HandleJSON("GET /v1/explain", func(r *http.Request) (any, error) {
@@ -645,7 +663,7 @@ func (a *agent) status() Status {
 		Node: a.ac.Node, Cluster: a.cfg.Settings.Name, Version: a.version, Configured: true,
 		Health:        HealthStatus{OK: a.health.OK, Reasons: append([]string(nil), a.health.Reasons...)},
 		View:          ViewStatus{Epoch: v.Epoch, Up: v.Up, Digest: hex.EncodeToString(v.Digest[:8])},
-		ConfigVersion: 1, ConfigHash: hex.EncodeToString(a.cfgHash[:8]),
+		ConfigVersion: a.cfgVer.Counter, ConfigHash: a.cfgID.Short(),
 		Groups: append([]GroupStatus(nil), a.groups...),
 	}
 	for g, r := range a.failed {

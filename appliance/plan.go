@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"hash/fnv"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"github.com/shoal-project/shoal/allocate"
 	"github.com/shoal-project/shoal/confsync/config"
 	"github.com/shoal-project/shoal/dataplane"
+	"github.com/shoal-project/shoal/dataplane/multihost"
 )
 
 // GroupFailedPrefix starts a health reason that says this node cannot serve
@@ -80,13 +80,6 @@ func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now ti
 // setConfig replaces the config (a new version was applied).
 func (p *planner) setConfig(cfg *config.Cluster, plans []*allocate.Plan) {
 	p.cfg, p.plans = cfg, plans
-}
-
-// MulticastMAC is the multi-hosted MAC of a cluster: 01:00:5e followed by the
-// low 23 bits of its IPv4 multicast group.
-func MulticastMAC(group netip.Addr) net.HardwareAddr {
-	b := group.As4()
-	return net.HardwareAddr{0x01, 0x00, 0x5e, b[1] & 0x7f, b[2], b[3]}
 }
 
 // hashSeed is the seed of a multi-hosted group's packet hash, the same on
@@ -192,11 +185,12 @@ func (p *planner) plan(in planInput) planOutput {
 				p.curTables[g.Name] = res.Buckets
 				out.desired.Multi = append(out.desired.Multi, dataplane.MultiGroup{
 					Name: g.Name, Interface: g.Interface, IPs: slices.Clone(g.IPs),
-					MAC:        MulticastMAC(p.cfg.Settings.MulticastGroup),
-					HashIPOnly: g.Hash == config.HashIP,
-					Seed:       hashSeed(p.cfg.Settings.Name, g.Name),
-					SelfSlot:   uint8(g.Slots[p.self]),
-					Owners:     res.Buckets, Prev: prev, PrevAlive: aliveSlots,
+					MAC:            multihost.MulticastMAC(p.cfg.Settings.MulticastGroup),
+					MulticastGroup: p.cfg.Settings.MulticastGroup,
+					HashIPOnly:     g.Hash == config.HashIP,
+					Seed:           hashSeed(p.cfg.Settings.Name, g.Name),
+					SelfSlot:       uint8(g.Slots[p.self]),
+					Owners:         res.Buckets, Prev: prev, PrevAlive: aliveSlots,
 				})
 			}
 			out.groups = append(out.groups, gs)

@@ -1,5 +1,7 @@
 package appliance
 
+import "time"
+
 // Status is the answer of the admin API's /v1/status: this node's view of
 // the cluster. Field names are part of the documented API (docs/API.md).
 type Status struct {
@@ -58,3 +60,24 @@ type GroupStatus struct {
 // DefaultSocket is the admin socket used when neither --socket nor an agent
 // file names one.
 const DefaultSocket = "/run/shoal/shoal.sock"
+
+// ConfigVersion is one cluster config version as the admin API returns it.
+type ConfigVersion struct {
+	Version uint64    `json:"version"` // Lamport counter
+	ID      string    `json:"id"`      // hex of the signed header's hash
+	Origin  string    `json:"origin"`  // node that made it ("" for the bootstrap version)
+	Time    time.Time `json:"time"`
+	Content string    `json:"content,omitempty"` // the TOML
+}
+
+// ConfigHistoryEntry is one stored version in `shoal config history`.
+type ConfigHistoryEntry struct {
+	Version uint64    `json:"version"`
+	ID      string    `json:"id"`
+	Origin  string    `json:"origin"`
+	Time    time.Time `json:"time"`
+	Status  string    `json:"status"` // applied, history, conflict-loser, rejected
+	Reason  string    `json:"reason,omitempty"`
+	Size    int       `json:"size"`
+	Current bool      `json:"current"`
+}

@@ -239,11 +239,11 @@ func (t *TLSTransport) serveJoin(ctx context.Context, c *tls.Conn, cs tls.Connec
 	t.log.Info().Str("member", req.Name).Str("address", req.Address).Stringer("version", rec.Version).Msg("member joined")
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,63}$`)
 
 func checkJoinRequest(r JoinRequest) error {
 	if !nameRE.MatchString(r.Name) {
-		return fmt.Errorf("member name %q: want 1-63 of [A-Za-z0-9._-], starting alphanumeric", r.Name)
+		return fmt.Errorf("member name %q: want 1-63 of [A-Za-z0-9._-]", r.Name)
 	}
 	if _, err := netip.ParseAddr(r.Address); err != nil {
 		return fmt.Errorf("member address %q: %w", r.Address, err)

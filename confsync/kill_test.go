@@ -55,14 +55,20 @@ func TestKillDuringWrite(t *testing.T) {
 		dir := t.TempDir()
 		cmd := exec.Command(exe, "-test.run=^TestKillChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		errPath := filepath.Join(t.TempDir(), "stderr")
+		stderr, err := os.Create(errPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		stderr.Close()
 		waitFor(t, 30*time.Second, "child writing", func() (bool, string) {
 			_, err := os.Stat(filepath.Join(dir, "ready"))
-			return err == nil, stderr.String()
+			msg, _ := os.ReadFile(errPath)
+			return err == nil, string(msg)
 		})
 		time.Sleep(time.Duration(rand.N(40)) * time.Millisecond) // a random moment, not synchronisation
 		if err := cmd.Process.Kill(); err != nil {

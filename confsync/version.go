@@ -194,11 +194,11 @@ func (w wireHeader) version() (Version, error) {
 	if v.Parent, err = ParseID(w.Parent); err != nil {
 		return v, fmt.Errorf("parent: %w", err)
 	}
-	ch, err := ParseID(w.ContentHash)
-	if err != nil {
-		return v, fmt.Errorf("content hash: %w", err)
+	ch, err := hex.DecodeString(w.ContentHash)
+	if err != nil || len(ch) != len(v.ContentHash) {
+		return v, fmt.Errorf("content hash %q: want 64 hex digits", w.ContentHash)
 	}
-	v.ContentHash = ch
+	copy(v.ContentHash[:], ch)
 	if v.Signature, err = base64.StdEncoding.DecodeString(w.Signature); err != nil {
 		return v, fmt.Errorf("signature: %w", err)
 	}

@@ -76,6 +76,10 @@ type MultiGroup struct {
 	// MAC is the multicast MAC answered in ARP replies for the IPs
 	// (01:00:5e + low 23 bits of the cluster multicast IPv4 group).
 	MAC net.HardwareAddr
+	// MulticastGroup is the cluster's IPv4 multicast group that MAC is
+	// derived from; it is joined by IGMP so snooping switches forward the
+	// group's traffic. Zero = derive a 239.x.y.z group from MAC.
+	MulticastGroup netip.Addr
 	// HashIPOnly hashes the source IP only (group hash = "ip"); otherwise the
 	// 4-tuple (hash = "ip-port").
 	HashIPOnly bool

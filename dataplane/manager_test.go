@@ -567,16 +567,41 @@ func TestAnnounceBurstRefreshReannounce(t *testing.T) {
 	}
 }
 
-func TestAnnounceErrorsCounted(t *testing.T) {
+func TestAnnounceErrorsCountedAndRetried(t *testing.T) {
 	h := start(t, NewFakeKernel(eth0), "", nil)
 	h.a.Fail(errors.New("network is down"))
-	h.m.Apply(Desired{Addresses: []Address{{Group: "web", IP: ipA, Interface: "eth0", Announce: Announce{Count: 2, Spread: 10 * time.Millisecond}}}})
+	h.m.Apply(Desired{Addresses: []Address{{Group: "web", IP: ipA, Interface: "eth0", Announce: Announce{Count: 3, Spread: 200 * time.Millisecond}}}})
 	eventually(t, "errors counted", func() string {
-		if st := h.m.Status(); st.AnnounceErrors != 2 || st.Announcements != 0 {
+		if st := h.m.Status(); st.AnnounceErrors < 2 {
 			return "errors " + itoa(int(st.AnnounceErrors))
 		}
 		return ""
 	})
+	// The link works again: the burst still delivers its 3 rounds.
+	h.a.Fail(nil)
+	eventually(t, "burst completed after errors", func() string {
+		if n := len(h.a.Calls(ipA)); n != 3 {
+			return "rounds: " + itoa(n)
+		}
+		return ""
+	})
+}
+
+func TestAnnounceFailedBurstGivesUp(t *testing.T) {
+	h := start(t, NewFakeKernel(eth0), "", nil)
+	h.a.Fail(errors.New("network is down"))
+	h.m.Apply(Desired{Addresses: []Address{{Group: "web", IP: ipA, Interface: "eth0", Announce: Announce{Count: 2, Spread: 10 * time.Millisecond}}}})
+	want := uint64(2 + burstExtraTries)
+	eventually(t, "all tries spent", func() string {
+		if st := h.m.Status(); st.AnnounceErrors != want {
+			return "errors " + itoa(int(st.AnnounceErrors))
+		}
+		return ""
+	})
+	time.Sleep(100 * time.Millisecond)
+	if st := h.m.Status(); st.AnnounceErrors != want || st.Announcements != 0 {
+		t.Errorf("Status() errors %d, sent %d; want %d tries then nothing", st.AnnounceErrors, st.Announcements, want)
+	}
 }
 
 type fakeMulti struct {

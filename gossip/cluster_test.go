@@ -35,7 +35,7 @@ func testMembers(n int) []Member {
 
 // testCluster runs n agents over one MemNetwork, serf disabled.
 type testCluster struct {
-	t        *testing.T
+	t        testing.TB
 	net      *MemNetwork
 	members  []Member
 	interval time.Duration
@@ -47,7 +47,7 @@ type testCluster struct {
 	events  [][]MemberEvent
 }
 
-func newTestCluster(t *testing.T, n int, interval time.Duration) *testCluster {
+func newTestCluster(t testing.TB, n int, interval time.Duration) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, net: NewMemNetwork(), members: testMembers(n), interval: interval,
 		agents: make([]*Agent, n), cancels: make([]context.CancelFunc, n), done: make([]chan struct{}, n),
@@ -148,7 +148,7 @@ func seq(n int) []int {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -189,19 +189,19 @@ func hasEvent(evs []MemberEvent, typ EventType, member, reasonPart string) bool 
 	})
 }
 
-const testInterval = 100 * time.Millisecond
+const testInterval = 250 * time.Millisecond
 
 func TestConvergeAndCrash(t *testing.T) {
 	for _, n := range []int{3, 5, 8} {
 		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
 			c := newTestCluster(t, n, testInterval)
 			all := seq(n)
-			c.waitViews(all, names(all...), 5*time.Second)
+			c.waitViews(all, names(all...), 10*time.Second)
 
 			victim := n - 1
 			c.stop(victim)
 			survivors := all[:n-1]
-			c.waitViews(survivors, names(survivors...), 5*time.Second)
+			c.waitViews(survivors, names(survivors...), 10*time.Second)
 			for _, i := range survivors {
 				if !hasEvent(c.eventsOf(i), EventFailed, testName(victim), "") {
 					t.Errorf("%s: no %q event for %s in %v", testName(i), EventFailed, testName(victim), c.eventsOf(i))
@@ -215,7 +215,7 @@ func TestConvergeAndCrash(t *testing.T) {
 
 			// Restart with a new boot epoch: up again everywhere.
 			c.start(victim)
-			c.waitViews(all, names(all...), 5*time.Second)
+			c.waitViews(all, names(all...), 10*time.Second)
 			if !hasEvent(c.eventsOf(0), EventJoined, testName(victim), "boot epoch") {
 				t.Errorf("%s: no joined event for restarted %s", testName(0), testName(victim))
 			}
@@ -226,30 +226,30 @@ func TestConvergeAndCrash(t *testing.T) {
 func TestFailedHealthAndRecovery(t *testing.T) {
 	c := newTestCluster(t, 5, testInterval)
 	all := seq(5)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 
 	c.agent(1).SetHealth(Health{OK: false, Reasons: []string{"gateway 192.0.2.1 unreachable"}})
 	// Every node, including n2 itself, drops n2.
-	c.waitViews(all, names(0, 2, 3, 4), 5*time.Second)
+	c.waitViews(all, names(0, 2, 3, 4), 10*time.Second)
 	ms := c.agent(0).Members()
 	if got := ms[1]; got.Name != "n2" || got.Health || got.State != "failed" || !slices.Equal(got.Reasons, []string{"gateway 192.0.2.1 unreachable"}) {
 		t.Errorf("n1 Members()[n2] = %+v, want failed with the reason", got)
 	}
 	c.agent(1).SetHealth(Health{OK: true})
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 }
 
 func TestLeave(t *testing.T) {
 	c := newTestCluster(t, 3, testInterval)
 	all := seq(3)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.agent(2).Leave(ctx); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
-	c.waitViews([]int{0, 1}, names(0, 1), 5*time.Second)
-	c.waitViews([]int{2}, names(0, 1), time.Second) // the leaver drops itself
+	c.waitViews([]int{0, 1}, names(0, 1), 10*time.Second)
+	c.waitViews([]int{2}, names(0, 1), 5*time.Second) // the leaver drops itself
 	for _, i := range []int{0, 1} {
 		if !hasEvent(c.eventsOf(i), EventLeft, "n3", "") {
 			t.Errorf("%s: no left event for n3", testName(i))
@@ -263,7 +263,7 @@ func TestLeave(t *testing.T) {
 func TestPartitionAndHeal(t *testing.T) {
 	c := newTestCluster(t, 5, testInterval)
 	all := seq(5)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 	a, b := []int{0, 1}, []int{2, 3, 4}
 	addrs := func(idx []int) []netip.Addr {
 		var out []netip.Addr
@@ -273,19 +273,19 @@ func TestPartitionAndHeal(t *testing.T) {
 		return out
 	}
 	c.net.Partition(addrs(a), addrs(b))
-	c.waitViews(a, names(a...), 5*time.Second)
-	c.waitViews(b, names(b...), 5*time.Second)
+	c.waitViews(a, names(a...), 10*time.Second)
+	c.waitViews(b, names(b...), 10*time.Second)
 	c.net.Heal()
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 }
 
 // With 5% random loss nobody is removed: a lost heartbeat is covered by the
 // next one or by a probe answer.
 func TestLossNoFalseRemoval(t *testing.T) {
 	const n = 5
-	c := newTestCluster(t, n, 200*time.Millisecond)
+	c := newTestCluster(t, n, 300*time.Millisecond)
 	all := seq(n)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 	epochs := make([]uint64, n)
 	for i := range n {
 		epochs[i] = c.agent(i).View().Epoch
@@ -310,9 +310,9 @@ func TestLossNoFalseRemoval(t *testing.T) {
 func TestIndirectProbeAndMonitorTimeout(t *testing.T) {
 	c := newTestCluster(t, 3, testInterval)
 	all := seq(3)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 	c.net.Cut(testAddr(0), testAddr(1))
-	waitFor(t, 5*time.Second, "n2 to drop n1 at the monitor timeout", func() (bool, string) {
+	waitFor(t, 10*time.Second, "n2 to drop n1 at the monitor timeout", func() (bool, string) {
 		evs := c.eventsOf(1)
 		return hasEvent(evs, EventFailed, "n1", "monitor timeout"), fmt.Sprint(evs)
 	})
@@ -321,15 +321,15 @@ func TestIndirectProbeAndMonitorTimeout(t *testing.T) {
 		t.Errorf("n2 events %v: want suspicion of n1 cleared by an indirect probe via n3", evs)
 	}
 	// n1 and n3 still hear everybody.
-	c.waitViews([]int{0, 2}, names(all...), time.Second)
-	c.waitViews([]int{1}, names(1, 2), time.Second)
+	c.waitViews([]int{0, 2}, names(all...), 5*time.Second)
+	c.waitViews([]int{1}, names(1, 2), 5*time.Second)
 	c.net.Heal()
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 }
 
 func TestViewsChannelLatestWins(t *testing.T) {
 	c := newTestCluster(t, 3, testInterval)
-	c.waitViews(seq(3), names(seq(3)...), 5*time.Second)
+	c.waitViews(seq(3), names(seq(3)...), 10*time.Second)
 	a := c.agent(0)
 	var got View
 	select {

@@ -17,7 +17,7 @@ import (
 func TestRejections(t *testing.T) {
 	c := newTestCluster(t, 3, testInterval)
 	all := seq(3)
-	c.waitViews(all, names(all...), 5*time.Second)
+	c.waitViews(all, names(all...), 10*time.Second)
 
 	// Capture one real heartbeat of n1 to replay it.
 	tap := c.net.Tap(netip.MustParseAddr("198.51.100.250"))

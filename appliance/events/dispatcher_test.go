@@ -248,7 +248,7 @@ func TestConcurrencyLimit(t *testing.T) {
 		inflight--
 		mu.Unlock()
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the dispatcher's Close, which ends blocked requests
 	var actions []ActionConfig
 	for i := range 5 {
 		actions = append(actions, ActionConfig{Name: fmt.Sprintf("hook%d", i), Type: ActionWebhook, URL: srv.URL, Timeout: 50 * time.Second})

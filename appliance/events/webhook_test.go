@@ -51,7 +51,7 @@ func TestWebhook(t *testing.T) {
 				}
 				w.WriteHeader(tt.statuses[min(n, len(tt.statuses)-1)])
 			}))
-			defer srv.Close()
+			t.Cleanup(srv.Close) // after the dispatcher's Close, which ends blocked requests
 			timeout := 20 * time.Second // per attempt
 			if tt.hang {
 				timeout = 300 * time.Millisecond

@@ -16,7 +16,9 @@ func TestConfigValidate(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "c.toml")
-	os.WriteFile(bad, []byte("[cluster]\nname = \"x\"\nheartbeat_interval = \"1h\"\ncolour = 1\n"), 0o644)
+	if err := os.WriteFile(bad, []byte("[cluster]\nname = \"x\"\nheartbeat_interval = \"1h\"\ncolour = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, _, errOut = runCmd(t, "config", "validate", bad)
 	if code != 1 {
 		t.Errorf("invalid config: exit %d, want 1", code)
@@ -26,7 +28,9 @@ func TestConfigValidate(t *testing.T) {
 	if !strings.Contains(errOut, bad+`:4: cluster key "colour": unknown key`) {
 		t.Errorf("stderr lacks the unknown key error:\n%s", errOut)
 	}
-	os.WriteFile(bad, []byte("[cluster]\nname = \"x\"\nheartbeat_interval = \"1h\"\n"), 0o644)
+	if err := os.WriteFile(bad, []byte("[cluster]\nname = \"x\"\nheartbeat_interval = \"1h\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, _, errOut = runCmd(t, "config", "validate", bad)
 	for _, want := range []string{
 		bad + `:3: cluster key "heartbeat_interval": 1h0m0s out of range 100ms..5s`,

@@ -79,8 +79,7 @@ func runSimulate(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, sim)
 	}
-	printSimulation(stdout, sim)
-	return nil
+	return printSimulation(stdout, sim)
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -116,7 +115,7 @@ func explanationJSON(e allocate.Explanation) any {
 	return out
 }
 
-func printSimulation(w io.Writer, sim *appliance.Simulation) {
+func printSimulation(w io.Writer, sim *appliance.Simulation) error {
 	fmt.Fprintf(w, "alive: %s\n\n", strings.Join(sim.Alive, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tMODE\tIP/MEMBER\tOWNER/SHARE")
@@ -141,5 +140,5 @@ func printSimulation(w io.Writer, sim *appliance.Simulation) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.Mode, ip, owner)
 		}
 	}
-	tw.Flush()
+	return tw.Flush()
 }

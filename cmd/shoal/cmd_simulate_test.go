@@ -123,7 +123,9 @@ func TestSimulateErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(bad, []byte(strings.Replace(string(src), `"192.0.2.12"`, `"192.0.2.300"`, 1)), 0o644)
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(src), `"192.0.2.12"`, `"192.0.2.300"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string

@@ -36,7 +36,7 @@ func TestFullValues(t *testing.T) {
 	wantSettings := ClusterSettings{
 		Name: "full", HeartbeatInterval: 250 * time.Millisecond, MonitorTimeout: time.Second,
 		MulticastGroup: netip.MustParseAddr("239.1.2.3"), MulticastPort: 9000, HeartbeatMode: HeartbeatUnicast,
-		GossipPort: 9001, Verbose: true,
+		GossipPort: 9001, ConfigPort: 9002, Verbose: true,
 	}
 	if diff := cmp.Diff(wantSettings, c.Settings, cmpAddr); diff != "" {
 		t.Errorf("Settings (-want +got):\n%s", diff)

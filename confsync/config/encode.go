@@ -26,6 +26,7 @@ func Encode(c *Cluster) ([]byte, error) {
 		MulticastPort:     i64(int(s.MulticastPort)),
 		HeartbeatMode:     strp(s.HeartbeatMode),
 		GossipPort:        i64(int(s.GossipPort)),
+		ConfigPort:        i64(int(s.ConfigPort)),
 		Verbose:           s.Verbose,
 	}}
 	for _, m := range c.Members {

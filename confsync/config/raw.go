@@ -19,6 +19,7 @@ type rawSettings struct {
 	MulticastPort     *int64  `toml:"multicast_port"`
 	HeartbeatMode     *string `toml:"heartbeat_mode"`
 	GossipPort        *int64  `toml:"gossip_port"`
+	ConfigPort        *int64  `toml:"config_port"`
 	Verbose           bool    `toml:"verbose"`
 }
 

@@ -65,6 +65,9 @@ type ClusterSettings struct {
 	HeartbeatMode string
 	// GossipPort is the serf/memberlist port on every member. Default 7946.
 	GossipPort uint16
+	// ConfigPort is the TCP port of the mutually authenticated config
+	// channel (replication and joining) on every member. Default 7948.
+	ConfigPort uint16
 	// Verbose logs every heartbeat and view change. Default false.
 	Verbose bool
 }
@@ -79,6 +82,7 @@ func DefaultClusterSettings() ClusterSettings {
 		MulticastPort:     7947,
 		HeartbeatMode:     HeartbeatMulticast,
 		GossipPort:        7946,
+		ConfigPort:        7948,
 	}
 }
 

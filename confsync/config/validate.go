@@ -104,6 +104,7 @@ func convertCluster(e *errs, r *rawCluster) *Cluster {
 	}
 	s.MulticastPort = uint16(e.intIn(w, "multicast_port", r.Cluster.MulticastPort, int64(s.MulticastPort), 1, 65535))
 	s.GossipPort = uint16(e.intIn(w, "gossip_port", r.Cluster.GossipPort, int64(s.GossipPort), 1, 65535))
+	s.ConfigPort = uint16(e.intIn(w, "config_port", r.Cluster.ConfigPort, int64(s.ConfigPort), 1, 65535))
 	if r.Cluster.HeartbeatMode != nil {
 		s.HeartbeatMode = e.oneOf(w, "heartbeat_mode", *r.Cluster.HeartbeatMode, s.HeartbeatMode, HeartbeatMulticast, HeartbeatUnicast)
 		if *r.Cluster.HeartbeatMode == "" {

@@ -340,7 +340,11 @@ func (m *Manager) updateAnswers(live []*served) error {
 			if ip.Is4() {
 				p.a4[ip] = mac
 				p.macs4 = append(p.macs4, mac)
-				p.g4[IGMPGroup(mac)] = true
+				if g := s.g.MulticastGroup; g.Is4() && g.IsMulticast() {
+					p.g4[g] = true // the cluster's own group: its MAC is mac
+				} else {
+					p.g4[IGMPGroup(mac)] = true
+				}
 			} else {
 				p.a6[ip] = mac6
 				p.macs6 = append(p.macs6, mac6, solicitedNodeMAC(ip))

@@ -49,6 +49,12 @@ CFG
 customize)
 	# The image ships no root password: the shadow entry stays locked.
 	chroot "$root" passwd --lock root >/dev/null
+	# usrmerge (and with it perl) comes in with the essential set; the tree
+	# is already merged and usr-is-merged satisfies its dependants.
+	if chroot "$root" dpkg-query -W usrmerge >/dev/null 2>&1; then
+		chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq purge usrmerge >/dev/null
+		chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -y -qq autoremove --purge >/dev/null
+	fi
 	chroot "$root" apt-get clean
 	;;
 *)

@@ -198,6 +198,9 @@ func WriteOVA(path string, a Appliance, mtime int64) error {
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("write ova: %w", err)
 	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("write ova: %w", err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write ova: %w", err)
 	}

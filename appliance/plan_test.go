@@ -1,0 +1,296 @@
+package appliance
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/shoal-project/shoal/confsync/config"
+	"github.com/shoal-project/shoal/dataplane"
+)
+
+// testCluster builds a cluster config with members a..c and the given
+// groups, through the real parser so defaults and slots are filled in.
+func testCluster(t *testing.T, groups string) *config.Cluster {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("[cluster]\nname = \"t\"\n")
+	keys := []string{
+		"Z1pdJjr9ZkjMER7HxyXHycp/a/IX9acRB+iWaWXlcRA=",
+		"dQgdps8Sq4Wc1CGW9QHjSwXuLg7G2IYL6SvfmHs65w0=",
+		"Pu2MkFa1hvgRprtwMJfuOYrupefaOeA5D2LRJyHgCIQ=",
+	}
+	for i, n := range []string{"a", "b", "c"} {
+		fmt.Fprintf(&b, "[[member]]\nname = %q\naddress = \"10.99.0.%d\"\npublic_key = \"ed25519:%s\"\n", n, i+1, keys[i])
+	}
+	b.WriteString(groups)
+	c, err := config.Parse("test.toml", []byte(b.String()))
+	if err != nil {
+		t.Fatalf("parse test config: %v", err)
+	}
+	return c
+}
+
+func testPlanner(t *testing.T, self string, c *config.Cluster, now time.Time) *planner {
+	t.Helper()
+	plans, err := AllocPlans(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newPlanner(self, c, plans, now, time.Second)
+}
+
+func heldIPs(d dataplane.Desired) []string {
+	var out []string
+	for _, a := range d.Addresses {
+		out = append(out, a.IP.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+const webGroup = `
+[[group]]
+name = "web"
+ips = ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+members = ["a", "b", "c"]
+interface = "eth0"
+`
+
+// Every node runs the planner on the same view: each IP must be held by
+// exactly one node, and a failure must move only the failed node's IPs.
+func TestPlannerExactlyOneHolder(t *testing.T) {
+	c := testCluster(t, webGroup)
+	t0 := time.Unix(1000, 0)
+	nodes := map[string]*planner{}
+	for _, n := range []string{"a", "b", "c"} {
+		nodes[n] = testPlanner(t, n, c, t0)
+	}
+	holders := func(now time.Time, up []string) map[string][]string {
+		out := map[string][]string{}
+		for _, n := range []string{"a", "b", "c"} {
+			if !slices.Contains(up, n) {
+				continue // a down node computes nothing that matters
+			}
+			d := nodes[n].plan(planInput{now: now, up: up}).desired
+			for _, ip := range heldIPs(d) {
+				out[ip] = append(out[ip], n)
+			}
+		}
+		return out
+	}
+	all := holders(t0, []string{"a", "b", "c"})
+	if len(all) != 3 {
+		t.Fatalf("all up: holders = %v, want 3 IPs held", all)
+	}
+	for ip, h := range all {
+		if len(h) != 1 {
+			t.Errorf("all up: %s held by %v, want exactly one", ip, h)
+		}
+	}
+	// Find c's IP, fail c: only that IP moves, and to exactly one node.
+	var cIP string
+	for ip, h := range all {
+		if h[0] == "c" {
+			cIP = ip
+		}
+	}
+	after := holders(t0.Add(5*time.Second), []string{"a", "b"})
+	for ip, h := range after {
+		if len(h) != 1 {
+			t.Errorf("c down: %s held by %v, want exactly one", ip, h)
+		}
+		if ip != cIP && h[0] != all[ip][0] {
+			t.Errorf("c down: %s moved from %s to %s although its owner is alive", ip, all[ip][0], h[0])
+		}
+	}
+	if len(after[cIP]) != 1 {
+		t.Errorf("c down: c's IP %s held by %v, want one survivor", cIP, after[cIP])
+	}
+}
+
+// On failback the old holder keeps the IP for the hand-off grace
+// (make-before-break) and then drops it.
+func TestPlannerHandoffGrace(t *testing.T) {
+	c := testCluster(t, webGroup)
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	pc := testPlanner(t, "c", c, t0)
+	all := []string{"a", "b", "c"}
+	pa.plan(planInput{now: t0, up: all})
+	cHeld := heldIPs(pc.plan(planInput{now: t0, up: all}).desired)
+	if len(cHeld) != 1 {
+		t.Fatalf("c holds %v, want one IP", cHeld)
+	}
+	// c fails; a or b takes its IP. Find which, and use that planner.
+	t1 := t0.Add(10 * time.Second)
+	pb := testPlanner(t, "b", c, t0)
+	pb.plan(planInput{now: t0, up: all})
+	var taker *planner
+	for _, p := range []*planner{pa, pb} {
+		if slices.Contains(heldIPs(p.plan(planInput{now: t1, up: []string{"a", "b"}}).desired), cHeld[0]) {
+			taker = p
+		}
+	}
+	if taker == nil {
+		t.Fatalf("nobody took %s after c failed", cHeld[0])
+	}
+	// c recovers: the taker keeps the IP during the grace, then drops it.
+	t2 := t1.Add(10 * time.Second)
+	out := taker.plan(planInput{now: t2, up: all})
+	if !slices.Contains(heldIPs(out.desired), cHeld[0]) {
+		t.Errorf("at failback the old holder dropped %s at once; want it kept for the grace", cHeld[0])
+	}
+	if want := t2.Add(DefaultHandoffGrace); !out.wakeAt.Equal(want) {
+		t.Errorf("wakeAt = %v, want %v (end of grace)", out.wakeAt, want)
+	}
+	out = taker.plan(planInput{now: t2.Add(DefaultHandoffGrace), up: all})
+	if slices.Contains(heldIPs(out.desired), cHeld[0]) {
+		t.Errorf("after the grace the old holder still holds %s", cHeld[0])
+	}
+}
+
+// A node that is not in its own view (self-tests failed) drops everything
+// at once: no hand-off grace.
+func TestPlannerSelfFailedDropsAtOnce(t *testing.T) {
+	c := testCluster(t, webGroup)
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	if got := heldIPs(pa.plan(planInput{now: t0, up: []string{"a", "b", "c"}}).desired); len(got) != 1 {
+		t.Fatalf("a holds %v, want one IP", got)
+	}
+	if got := heldIPs(pa.plan(planInput{now: t0.Add(time.Second), up: []string{"b", "c"}}).desired); len(got) != 0 {
+		t.Errorf("failed node still holds %v", got)
+	}
+}
+
+// failback_delay holds a recovered member back; members present at start
+// are not held back.
+func TestPlannerFailbackDelay(t *testing.T) {
+	c := testCluster(t, strings.Replace(webGroup, "interface", "failback_delay = \"30s\"\ninterface", 1))
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	all := []string{"a", "b", "c"}
+	first := pa.plan(planInput{now: t0, up: all})
+	if got := first.groups[0].IPs; countOwners(got, "c") != 1 {
+		t.Fatalf("at start c owns %d IPs (%v), want 1: members present at start are not held back", countOwners(got, "c"), got)
+	}
+	t1 := t0.Add(10 * time.Second)
+	pa.plan(planInput{now: t1, up: []string{"a", "b"}})
+	t2 := t1.Add(10 * time.Second)
+	out := pa.plan(planInput{now: t2, up: all})
+	if n := countOwners(out.groups[0].IPs, "c"); n != 0 {
+		t.Errorf("c owns %d IPs right after recovering; want 0 during failback_delay", n)
+	}
+	if want := t2.Add(30 * time.Second); !out.wakeAt.Equal(want) {
+		t.Errorf("wakeAt = %v, want %v (end of failback_delay)", out.wakeAt, want)
+	}
+	out = pa.plan(planInput{now: t2.Add(30 * time.Second), up: all})
+	if n := countOwners(out.groups[0].IPs, "c"); n != 1 {
+		t.Errorf("c owns %d IPs after failback_delay; want 1", n)
+	}
+}
+
+// A node that starts after its peers counts itself as recovering, exactly
+// as its peers count it, so both sides agree during failback_delay.
+func TestPlannerSelfRecoveryAgreesWithPeers(t *testing.T) {
+	c := testCluster(t, strings.Replace(webGroup, "interface", "failback_delay = \"30s\"\ninterface", 1))
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	pa.plan(planInput{now: t0, up: []string{"a", "b"}})
+	t1 := t0.Add(time.Minute)
+	pc := testPlanner(t, "c", c, t1) // c starts a minute later
+	all := []string{"a", "b", "c"}
+	peerStart := map[string]time.Time{"a": t0, "b": t0}
+	outA := pa.plan(planInput{now: t1, up: all})
+	outC := pc.plan(planInput{now: t1, up: all, peerStart: peerStart})
+	if diff := cmp.Diff(outA.groups[0].IPs, outC.groups[0].IPs); diff != "" {
+		t.Errorf("a and c disagree on owners during c's failback_delay (-a +c):\n%s", diff)
+	}
+	if got := heldIPs(outC.desired); len(got) != 0 {
+		t.Errorf("c holds %v during its own failback_delay", got)
+	}
+}
+
+// A peer that reports it cannot serve a group is left out of that group
+// only; a group this node cannot serve is dropped by it.
+func TestPlannerGroupFailures(t *testing.T) {
+	c := testCluster(t, webGroup+`
+[[group]]
+name = "api"
+ips = ["192.0.2.20"]
+members = ["a", "b"]
+interface = "eth1"
+`)
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	all := []string{"a", "b", "c"}
+	out := pa.plan(planInput{now: t0, up: all, peerFailedGroups: map[string]map[string]bool{"b": {"api": true}}})
+	if owner := out.groups[1].IPs["192.0.2.20"]; owner != "a" {
+		t.Errorf("api owner = %q with b failed for api, want a", owner)
+	}
+	if n := countOwners(out.groups[0].IPs, "b"); n != 1 {
+		t.Errorf("b owns %d web IPs, want 1: its api failure must not affect web", n)
+	}
+	out = pa.plan(planInput{now: t0.Add(time.Second), up: all, selfFailedGroups: map[string]bool{"api": true}})
+	for _, ad := range out.desired.Addresses {
+		if ad.Group == "api" {
+			t.Errorf("a still holds %s of api although it cannot serve api", ad.IP)
+		}
+	}
+}
+
+func TestFailedGroupsOf(t *testing.T) {
+	got := failedGroupsOf([]string{"gateway 192.0.2.1 unreachable", GroupFailedPrefix + "web interface eth0 missing", GroupFailedPrefix + "api"})
+	if diff := cmp.Diff(map[string]bool{"web": true, "api": true}, got); diff != "" {
+		t.Errorf("failedGroupsOf (-want +got):\n%s", diff)
+	}
+}
+
+func TestPlannerMultiTables(t *testing.T) {
+	c := testCluster(t, `
+[[group]]
+name = "front"
+mode = "multi"
+ips = ["198.51.100.10"]
+members = ["a", "b", "c"]
+interface = "eth0"
+`)
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	out := pa.plan(planInput{now: t0, up: []string{"a", "b", "c"}})
+	if len(out.desired.Multi) != 1 {
+		t.Fatalf("desired multi groups = %d, want 1", len(out.desired.Multi))
+	}
+	m := out.desired.Multi[0]
+	if m.MAC.String() != "01:00:5e:4d:53:01" || m.MulticastGroup != netip.MustParseAddr("239.77.83.1") {
+		t.Errorf("MAC %s group %s, want 01:00:5e:4d:53:01 from 239.77.83.1", m.MAC, m.MulticastGroup)
+	}
+	if got := out.groups[0].Shares; got["a"] != 13440 || got["b"] != 13440 || got["c"] != 13440 {
+		t.Errorf("shares %v, want 13440 each", got)
+	}
+	first := m.Owners
+	out = pa.plan(planInput{now: t0.Add(time.Second), up: []string{"a", "b"}})
+	m = out.desired.Multi[0]
+	if !slices.Equal(m.Prev, first) {
+		t.Errorf("Prev is not the previous table")
+	}
+	if m.PrevAlive != 0b011 {
+		t.Errorf("PrevAlive = %03b, want 011 (slots of a and b)", m.PrevAlive)
+	}
+}
+
+func countOwners(ips map[string]string, who string) int {
+	n := 0
+	for _, o := range ips {
+		if o == who {
+			n++
+		}
+	}
+	return n
+}
