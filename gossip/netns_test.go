@@ -243,7 +243,8 @@ func TestNetnsMulticastSerf(t *testing.T) {
 	if err := agents[0].UserEvent("deploy", []byte("v2"), false); err != nil {
 		t.Fatalf("UserEvent: %v", err)
 	}
-	waitFor(t, 10*time.Second, "user event at n2 and n3", func() (bool, string) {
+	// Best effort over UDP gossip; serf push/pull (30 s) repairs a lost one.
+	waitFor(t, 35*time.Second, "user event at n2 and n3", func() (bool, string) {
 		evMu.Lock()
 		defer evMu.Unlock()
 		return slices.Contains(userEvents["n2"], "deploy") && slices.Contains(userEvents["n3"], "deploy"), fmt.Sprint(userEvents)

@@ -65,6 +65,7 @@ func newCluster(t *testing.T, opts e2ekit.Options) *e2ekit.Cluster {
 	needRoot(t)
 	opts.Prefix = prefix
 	opts.Binary = shoalBin
+	opts.KeepDir = os.Getenv("SHOAL_E2E_KEEP") != ""
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := e2ekit.New(ctx, opts)
@@ -72,6 +73,9 @@ func newCluster(t *testing.T, opts e2ekit.Options) *e2ekit.Cluster {
 		t.Fatalf("start cluster: %v", err)
 	}
 	t.Cleanup(func() {
+		if opts.KeepDir {
+			t.Logf("kept %s", c.Net.Dir())
+		}
 		if t.Failed() {
 			var b strings.Builder
 			c.DumpLogs(&b, 6000)

@@ -220,6 +220,7 @@ type LogEntry struct {
 	Component string    `json:"component"`
 	Message   string    `json:"message"`
 	Member    string    `json:"member"`
+	IP        string    `json:"ip"`
 	Reason    string    `json:"reason"`
 	Epoch     uint64    `json:"epoch"`
 	Up        []string  `json:"up"`
