@@ -152,3 +152,27 @@ fuzz-gossip:
 ## bench-gossip: failure detection time at the 500 ms interval (p50/p99 ms)
 bench-gossip:
 	$(GO) test -run '^$$' -bench Detection -benchtime 40x ./gossip/
+
+# --- e2e ---
+.PHONY: test-e2e bench-detect e2e-deps e2e-root
+# Tools the namespace harness calls besides iproute2 and nftables (sysctl is
+# in procps, which minimal Debian installs lack).
+E2E_DEB_PKGS := procps
+e2e-deps: deps
+	@missing=""; for p in $(E2E_DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+e2e-root:
+	@[ "$$(id -u)" = 0 ] || { echo "needs root (it creates network namespaces): sudo make $(MAKECMDGOALS)"; exit 1; }
+
+## demo: 3 nodes + a client in network namespaces: crash the owner of a traffic IP, watch it move and come back (root, < 1 min)
+demo: e2e-root e2e-deps build
+	$(GO) run ./test/cmd/demo -shoal $(BIN)
+
+## test-e2e: end-to-end tests with real agents in network namespaces (root; builds its own binary; ~2 min)
+test-e2e: e2e-root e2e-deps
+	$(GO) test -count=1 -timeout 10m -v ./test/e2e/...
+
+## bench-detect: failure detection time with 4 real agents (>= 20 crashes, p50/p99/max) and false removals under 5% loss (root, ~3 min)
+bench-detect: e2e-root e2e-deps build
+	$(GO) run ./test/cmd/benchdetect -shoal $(BIN) $(BENCH_DETECT_FLAGS)

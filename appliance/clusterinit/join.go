@@ -129,6 +129,8 @@ func ProbeSponsor(ctx context.Context, addr string, self string, key ed25519.Pri
 func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 	p := pathsOf(o.Dir, o.DataDir)
 	fail := func(err error) (*JoinResult, error) { return nil, fmt.Errorf("join: %w", err) }
+	// The agent trims its secret file; the password is the trimmed secret.
+	o.Password = bytes.TrimSpace(o.Password)
 	if o.Node == "" {
 		return fail(errors.New("a node name is required"))
 	}
@@ -194,7 +196,7 @@ func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 		err = w.key(p.Key, key)
 	}
 	if err == nil {
-		err = w.file(p.Secret, append(bytes.TrimSpace(o.Password), '\n'), 0o600)
+		err = w.file(p.Secret, append(append([]byte(nil), o.Password...), '\n'), 0o600)
 	}
 	if err == nil {
 		err = w.file(p.Cluster, res.Content, 0o600)

@@ -70,6 +70,9 @@ func TestMembership(t *testing.T) {
 		after, err := c.Statuses(all)
 		must(t, err)
 		for _, i := range all {
+			if d := after[i].Heartbeats.ViewChanges - before[i].Heartbeats.ViewChanges; d != 0 {
+				t.Errorf("%s counted %d view changes during loss (want 0)", harness.NodeName(i), d)
+			}
 			if before[i].View.Epoch != after[i].View.Epoch {
 				t.Errorf("%s view epoch %d -> %d during loss (want unchanged)", harness.NodeName(i), before[i].View.Epoch, after[i].View.Epoch)
 			}

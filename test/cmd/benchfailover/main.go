@@ -17,10 +17,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -45,6 +48,7 @@ type flags struct {
 	shoalStable   time.Duration
 	maxTime       time.Duration
 	advert        time.Duration
+	jitter        time.Duration
 	heartbeat     string
 	monitorTO     string
 	failbackDelay string
@@ -70,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.failbackWait, "shoal-failback-wait", 8*time.Second, "how long to wait for Shoal to move the IP back to the recovered node")
 	fs.DurationVar(&f.shoalStable, "shoal-stable", 2*time.Second, "the IP must stay on one node this long before a Shoal trial starts")
 	fs.DurationVar(&f.maxTime, "max-time", 15*time.Minute, "stop starting trials after this much time")
+	fs.DurationVar(&f.jitter, "cut-jitter", 500*time.Millisecond, "random extra wait before the cut, so it falls at a random phase of the heartbeat/advert cycle")
 	fs.DurationVar(&f.advert, "advert", 500*time.Millisecond, "keepalived advert_int")
 	fs.StringVar(&f.heartbeat, "shoal-heartbeat", "500ms", "Shoal [cluster] heartbeat_interval (empty: agent default)")
 	fs.StringVar(&f.monitorTO, "shoal-monitor-timeout", "", "Shoal [cluster] monitor_timeout (empty: agent default)")
@@ -157,15 +162,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "removed stale namespaces: %v\n", removed)
 	}
 
-	ctx := context.Background()
+	// The first interrupt ends the current trial and prints what was
+	// measured; a second one tears down at once.
+	ctx, stopNotify := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopNotify()
 	n, err := harness.New(ctx, harness.Options{Nodes: 3, Client: true, Prefix: prefix, KeepDir: f.keep})
 	if err != nil {
 		fmt.Fprintln(stderr, "benchfailover:", err)
 		return 1
 	}
-	stopSig := n.CloseOnSignal()
+	go func() {
+		// Ends when ctx does (an interrupt, or stopNotify on return).
+		<-ctx.Done()
+		stopNotify()
+		n.CloseOnSignal()
+	}()
 	defer func() {
-		stopSig()
 		if err := n.Close(); err != nil {
 			fmt.Fprintln(stderr, "benchfailover: teardown:", err)
 		}
@@ -239,12 +251,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if _, off := disabled[p.Name()]; off {
 				continue
 			}
+			if ctx.Err() != nil {
+				fmt.Fprintf(stdout, "interrupted: stopping after %d trials\n", len(trials))
+				i = f.trials
+				break
+			}
 			if time.Since(start) > f.maxTime {
 				fmt.Fprintf(stdout, "-max-time %v reached: stopping after %d trials\n", f.maxTime, len(trials))
 				i = f.trials
 				break
 			}
 			t := e.runTrial(ctx, p, i)
+			if ctx.Err() != nil {
+				continue // interrupted mid-trial: not a measurement
+			}
 			trials = append(trials, t)
 			printTrial(stdout, t)
 			if t.Err != "" {
@@ -276,6 +296,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "trials written to %s\n", f.out)
+	}
+	if ctx.Err() != nil {
+		return 130
 	}
 	if len(unavailable) > 0 || len(disabled) > 0 {
 		return 1
@@ -378,6 +401,12 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		return fail("%v", err)
 	}
 
+	if e.f.jitter > 0 {
+		j := time.Now().Add(rand.N(e.f.jitter))
+		if err := phase("cut jitter", e.f.jitter+time.Second, func() (bool, error) { return !time.Now().Before(j), nil }); err != nil {
+			return fail("%v", err)
+		}
+	}
 	if err := e.n.CutPort(owner); err != nil {
 		return fail("%v", err)
 	}

@@ -30,6 +30,14 @@ type Status struct {
 	View    View           `json:"view"`
 	Members []MemberStatus `json:"members"`
 	Groups  []GroupStatus  `json:"groups"`
+	// Heartbeats are the gossip agent's counters (gossip.Stats).
+	Heartbeats struct {
+		Suspicions  uint64 `json:"Suspicions"`
+		ViewChanges uint64 `json:"ViewChanges"`
+		Stalls      uint64 `json:"Stalls"`
+		ProbeAcks   uint64 `json:"ProbeAcks"`
+		Accepted    uint64 `json:"Accepted"`
+	} `json:"heartbeats"`
 }
 
 // View is a node's view: the members up, its epoch and digest.
