@@ -94,10 +94,14 @@ image: deb
 	$(call apt_ensure,$(IMAGE_DEB_PKGS))
 	VERSION='$(VERSION)' DEB=$(DEB_FILE) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) packaging/image/build.sh all
 
+## image-base: only the cached base root file system tarball
+image-base:
+	$(call apt_ensure,$(IMAGE_DEB_PKGS))
+	packaging/image/build.sh base
+
 ## image-test: boot raw (BIOS), qcow2 (UEFI) and vmdk (pvscsi+vmxnet3) to "shoal ready"
-image-test:
+image-test: image
 	$(call apt_ensure,$(IMAGE_TEST_PKGS))
-	@[ -s out/image/shoal.raw ] || $(MAKE) image
 	packaging/image/boottest.sh all
 
 ## test-packaging: unit tests of the packaging tools and first-boot setup
@@ -176,3 +180,73 @@ test-e2e: e2e-root e2e-deps
 ## bench-detect: failure detection time with 4 real agents (>= 20 crashes, p50/p99/max) and false removals under 5% loss (root, ~3 min)
 bench-detect: e2e-root e2e-deps build
 	$(GO) run ./test/cmd/benchdetect -shoal $(BIN) $(BENCH_DETECT_FLAGS)
+
+# --- events ---
+.PHONY: test-events fuzz-events
+## test-events: event system tests: filters, serf env/stdin golden contracts, timeouts, concurrency, webhook, SMTP (< 1 min)
+test-events:
+	$(GO) test -count=1 -race ./appliance/events/
+## fuzz-events: fuzz the serf handler parser, the event JSON and the query API decoder (seeds in appliance/events/testdata)
+fuzz-events:
+	$(GO) test -run '^$$' -fuzz FuzzParseSerfHandler -fuzztime 20s ./appliance/events/
+	$(GO) test -run '^$$' -fuzz FuzzEventJSON -fuzztime 20s ./appliance/events/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeQueryRequest -fuzztime 20s ./appliance/events/
+
+# --- config cli ---
+.PHONY: test-config-cli bench-config-netns
+## test-config-cli: shoal config show/apply/set/history/diff/rollback, init, discover, join (unit: fake admin socket, TLS join on 127.0.0.1) and, as root, the netns e2e with 3+1 agents
+test-config-cli: deps build
+	$(GO) test -count=1 ./appliance/clusterinit/
+	$(GO) test -count=1 -run 'TestConfig|TestInitCommand|TestJoinCommand|TestDiscover' ./cmd/shoal/
+	SHOAL_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 5m -run '^TestConfigCLI$$' ./test/e2e/
+
+## bench-config-netns: time from a config POST on node0 to every one of 8 netns agents running it, p50/p99 over 25 edits (root; goal p99 <= 1 s)
+bench-config-netns: deps build
+	SHOAL_BENCH=1 SHOAL_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m -run '^TestBenchConfigNetns$$' -v ./test/e2e/
+
+# --- chaos ---
+# make chaos: the fault-injection run (root): 5 agents, random faults drawn
+# from CHAOS_SEED (0 = random, printed) for CHAOS_DURATION; the report goes
+# to stdout and out/chaos-report.txt; exit 1 on any invariant violation.
+# make fuzz: every fuzz target in the repository, FUZZTIME each, in turn.
+CHAOS_DURATION ?= 5m
+CHAOS_SEED     ?= 0
+FUZZTIME       ?= 60s
+.PHONY: chaos test-chaos test-hostile
+## chaos: fault-injection run (root; CHAOS_DURATION=5m CHAOS_SEED=0 CHAOS_FLAGS=-faults crash,cut,...)
+chaos: deps build
+	@mkdir -p out
+	$(GO) run ./test/cmd/chaos -shoal $(BIN) -duration $(CHAOS_DURATION) -seed $(CHAOS_SEED) -out out/chaos-report.txt $(CHAOS_FLAGS)
+
+## test-chaos: oracle unit tests, the short fixed-seed chaos run and the crash-safety tests (root for the last two)
+test-chaos: deps build
+	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m -v ./test/chaos/...
+
+## test-hostile: forged/replayed/foreign heartbeats, intruder serf member, malformed ARP/NDP against real agents (root)
+test-hostile: deps build
+	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 5m -v ./test/hostile/
+
+## fuzz: run every `func Fuzz` target of the repository for FUZZTIME each (default 60s), then print a summary
+fuzz:
+	@set -o pipefail; pass=0; fail=0; summary=""; \
+	for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v -e '^./out/' -e '/testdata/' | sort); do \
+		dir=$$(dirname $$f); \
+		for fn in $$(grep -oE '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+			echo "=== fuzz $$dir $$fn ($(FUZZTIME))"; \
+			start=$$(date +%s); \
+			if $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$dir/ 2>&1 | tail -n 20; then \
+				pass=$$((pass+1)); res=ok; else fail=$$((fail+1)); res=FAIL; fi; \
+			summary="$$summary\n  $$res $$dir $$fn ($$(( $$(date +%s) - start ))s)"; \
+		done; \
+	done; \
+	printf "fuzz summary (FUZZTIME=$(FUZZTIME)): %d passed, %d failed$$summary\n" $$pass $$fail; \
+	[ $$fail -eq 0 ]
+
+# --- adminapi ---
+.PHONY: test-adminapi
+ADMINAPI_DEB_PKGS := chromium curl
+## test-adminapi: HTTPS admin API (auth, node mTLS, cluster view, metrics, timelines), `shoal explain`, and the web page in headless Chromium (installed here)
+test-adminapi:
+	$(call apt_ensure,$(ADMINAPI_DEB_PKGS))
+	SHOAL_REQUIRE_BROWSER=1 $(GO) test -count=1 ./appliance/adminapi/
+	$(GO) test -count=1 -run '^TestExplainCommand$$' ./cmd/shoal/

@@ -627,6 +627,24 @@ func startWatchdog(ctx context.Context, healthy func() bool) func() {
 // routes registers the admin API handlers.
 func (a *agent) routes() {
 	a.configRoutes()
+	a.admin.HandleJSON("POST "+events.UserEventPath, func(r *http.Request) (any, error) {
+		req, err := events.DecodeUserEventRequest(r.Body)
+		if err != nil {
+			return nil, httpError{http.StatusBadRequest, err.Error()}
+		}
+		return struct{}{}, a.gossip.UserEvent(req.Name, req.Payload, req.Coalesce)
+	})
+	a.admin.HandleJSON("POST "+events.QueryPath, func(r *http.Request) (any, error) {
+		req, err := events.DecodeQueryRequest(r.Body)
+		if err != nil {
+			return nil, httpError{http.StatusBadRequest, err.Error()}
+		}
+		m, err := a.gossip.Query(req.Name, req.Payload, req.Timeout())
+		if err != nil {
+			return nil, err
+		}
+		return events.NewQueryResponse(m), nil
+	})
 	a.admin.HandleJSON("GET /v1/status", func(*http.Request) (any, error) { return a.status(), nil })
 	a.admin.HandleJSON("GET /v1/events", func(*http.Request) (any, error) { return a.ev.Recent(100), nil })
 	a.admin.HandleJSON("GET /v1/explain", func(r *http.Request) (any, error) {

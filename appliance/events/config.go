@@ -54,7 +54,7 @@ type ActionConfig struct {
 	Command string // script: run with /bin/sh -c
 
 	URL     string // webhook: http or https URL
-	Retries int    // webhook: attempts after the first on failure; 0 = default (3), negative = none
+	Retries int    // webhook and email: attempts after the first on a transient failure, with backoff (cluster config default 3; 0 = none)
 
 	SMTPServer   string        // email: host:port
 	StartTLS     bool          // email: require STARTTLS (it is always used when offered)
@@ -62,19 +62,19 @@ type ActionConfig struct {
 	To           []string      // email: recipients
 	Username     string        // email: AUTH PLAIN user; empty = no AUTH
 	PasswordFile string        // email: file holding the password (read at each send, trailing newline trimmed)
-	BatchWindow  time.Duration // email: events within this window of the first go in one mail; default 10s
-	MaxPerHour   int           // email: at most this many mails per rolling hour; default 60
+	BatchWindow  time.Duration // email: events within this window of the first go in one mail (cluster config default 10s; 0 = mail at once)
+	MaxPerHour   int           // email: at most this many mails per rolling hour; 0 = default (60)
 }
 
 // Defaults.
 const (
-	DefaultMaxConcurrent  = 4
-	DefaultTimeout        = 10 * time.Second
-	DefaultQueueSize      = 256
-	DefaultRecentSize     = 512
-	DefaultWebhookRetries = 3
-	DefaultBatchWindow    = 10 * time.Second
-	DefaultMaxPerHour     = 60
+	DefaultMaxConcurrent = 4
+	DefaultTimeout       = 10 * time.Second
+	DefaultQueueSize     = 256
+	DefaultRecentSize    = 512
+	DefaultRetries       = 3                // the cluster config's default for ActionConfig.Retries
+	DefaultBatchWindow   = 10 * time.Second // the cluster config's default for ActionConfig.BatchWindow
+	DefaultMaxPerHour    = 60
 )
 
 // DefaultConfig returns the configuration used when [events] is absent: no
@@ -108,20 +108,8 @@ func (c Config) withDefaults() Config {
 		if a.Timeout == 0 {
 			a.Timeout = c.DefaultTimeout
 		}
-		switch a.Type {
-		case ActionWebhook:
-			if a.Retries == 0 {
-				a.Retries = DefaultWebhookRetries
-			} else if a.Retries < 0 {
-				a.Retries = 0
-			}
-		case ActionEmail:
-			if a.BatchWindow == 0 {
-				a.BatchWindow = DefaultBatchWindow
-			}
-			if a.MaxPerHour == 0 {
-				a.MaxPerHour = DefaultMaxPerHour
-			}
+		if a.Type == ActionEmail && a.MaxPerHour == 0 {
+			a.MaxPerHour = DefaultMaxPerHour
 		}
 		acts[i] = a
 	}
@@ -173,6 +161,9 @@ func (c Config) Validate() error {
 		if a.Timeout < 0 {
 			bad(key+".timeout", "must be positive, got %s", a.Timeout)
 		}
+		if a.Retries < 0 || a.Retries > 100 {
+			bad(key+".retries", "must be 0..100, got %d", a.Retries)
+		}
 		switch a.Type {
 		case ActionLog:
 		case ActionScript:
@@ -188,9 +179,6 @@ func (c Config) Validate() error {
 				bad(key+".url", "%v", err)
 			case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 				bad(key+".url", "must be an http:// or https:// URL, got %q", a.URL)
-			}
-			if a.Retries > 100 {
-				bad(key+".retries", "must be at most 100, got %d", a.Retries)
 			}
 		case ActionEmail:
 			if _, _, err := net.SplitHostPort(a.SMTPServer); err != nil {

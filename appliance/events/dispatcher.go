@@ -128,7 +128,7 @@ func (d *Dispatcher) Reconfigure(cfg Config) error {
 
 func (d *Dispatcher) applyLocked(cfg Config) {
 	if cur := d.sem.Load(); cur == nil || cap(*cur) != cfg.MaxConcurrent {
-		sem := make(chan struct{}, cfg.MaxConcurrent+3)
+		sem := make(chan struct{}, cfg.MaxConcurrent)
 		d.sem.Store(&sem)
 	}
 	if d.recent == nil || len(d.recent) != cfg.RecentSize {
@@ -582,9 +582,12 @@ func (r *runner) execute(ctx context.Context, j job) error {
 		}
 		return postWebhook(ctx, r.d.client, a, j.ev.Type, body, r.d.backoffBase)
 	case string(ActionEmail):
-		ctx, cancel := context.WithTimeout(ctx, a.Timeout)
-		defer cancel()
-		return sendMail(ctx, a, r.d.tlsRoots, j.mail.Bytes())
+		msg := j.mail.Bytes()
+		return retry(ctx, a.Retries, r.d.backoffBase, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, a.Timeout)
+			defer cancel()
+			return sendMail(ctx, a, r.d.tlsRoots, msg)
+		})
 	case "serf":
 		e := j.serf
 		ctx, cancel := context.WithTimeout(ctx, a.Timeout)

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -236,6 +237,8 @@ func TestConcurrencyLimit(t *testing.T) {
 	inflight, maxInflight := 0, 0
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body: only then does the server notice a client hanging up.
+		_, _ = io.Copy(io.Discard, r.Body)
 		mu.Lock()
 		inflight++
 		maxInflight = max(maxInflight, inflight)
@@ -308,4 +311,17 @@ func TestReconfigure(t *testing.T) {
 		t.Error("Reconfigure after Close = nil error, want ErrClosed")
 	}
 	d.Publish(Event{Type: MemberJoined}) // must not panic or block
+}
+
+// A script that exits 0 but leaves a background child holding its output
+// open succeeds (after the 1 s wait delay) instead of hanging or failing.
+func TestScriptBackgroundChild(t *testing.T) {
+	d, _ := newTestDispatcher(t, Config{Actions: []ActionConfig{
+		{Name: "bg", Type: ActionScript, Command: "sleep 3 & echo started"},
+	}})
+	d.Publish(Event{Type: ConfigApplied})
+	waitFor(t, 20*time.Second, "script run", func() bool { return actionStats(d, "bg").Runs == 1 })
+	if s := actionStats(d, "bg"); s.Failed != 0 {
+		t.Errorf("stats = %+v, want no failure", s)
+	}
 }

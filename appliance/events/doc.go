@@ -9,7 +9,9 @@
 //     and the event as JSON on stdin), webhook (POST JSON with retries and
 //     backoff) and email (SMTP with STARTTLS, batched and rate-limited);
 //   - serf handler compatibility: the serf agent's -event-handler syntax, its
-//     environment (SERF_*) and stdin contracts, and query responses.
+//     environment (SERF_*) and stdin contracts, and query responses;
+//   - the admin API bodies of `shoal event` and `shoal query` (UserEventPath,
+//     QueryPath), which the agent serves by calling gossip/.
 //
 // Actions run off the failover path: Publish and HandleSerf only append to
 // bounded per-action queues (dropping the oldest entry, counted, when full),

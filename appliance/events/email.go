@@ -9,10 +9,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -142,6 +145,9 @@ func sendMail(ctx context.Context, a ActionConfig, roots *x509.CertPool, msg []b
 		return fmt.Errorf("send mail via %s: %w", a.SMTPServer, err)
 	}
 	defer func() {
+		if err != nil && transient(err) {
+			err = fmt.Errorf("%w: %w", errRetryable, err)
+		}
 		if err != nil {
 			err = fmt.Errorf("send mail via %s: %w", a.SMTPServer, err)
 		}
@@ -208,6 +214,20 @@ func sendMail(ctx context.Context, a ActionConfig, roots *x509.CertPool, msg []b
 	}
 	_ = c.Quit()
 	return nil
+}
+
+// transient reports whether a mail attempt that failed with err is worth
+// retrying: network errors, timeouts and 4xx SMTP replies are; 5xx replies,
+// TLS verification, missing STARTTLS or AUTH and an unreadable password file
+// are not.
+func transient(err error) bool {
+	var tpErr *textproto.Error
+	if errors.As(err, &tpErr) {
+		return tpErr.Code >= 400 && tpErr.Code < 500
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // ctxOr reports the context's error (a timeout) when it caused err.

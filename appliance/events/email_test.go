@@ -28,9 +28,11 @@ type smtpServer struct {
 	tlsConf  *tls.Config
 	user, pw string
 
-	mu   sync.Mutex
-	msgs []smtpMsg
-	wg   sync.WaitGroup
+	mu        sync.Mutex
+	msgs      []smtpMsg
+	mailFails []string // replies to the next MAIL commands, consumed in order; then 250
+	mails     int      // MAIL commands seen
+	wg        sync.WaitGroup
 }
 
 type smtpMsg struct {
@@ -128,8 +130,15 @@ func (s *smtpServer) serve(conn net.Conn) {
 			authUser = parts[1]
 			_ = tp.PrintfLine("235 ok")
 		case "MAIL":
+			s.mu.Lock()
+			s.mails++
+			reply := "250 ok"
+			if len(s.mailFails) > 0 {
+				reply, s.mailFails = s.mailFails[0], s.mailFails[1:]
+			}
+			s.mu.Unlock()
 			cur = smtpMsg{From: angle(arg)}
-			_ = tp.PrintfLine("250 ok")
+			_ = tp.PrintfLine("%s", reply)
 		case "RCPT":
 			cur.To = append(cur.To, angle(arg))
 			_ = tp.PrintfLine("250 ok")
@@ -276,6 +285,42 @@ func TestEmailRateLimit(t *testing.T) {
 	d.Close()
 	if s := actionStats(d, "mail"); s.Runs != 2 || s.Dropped != 1 {
 		t.Errorf("stats after Close = %+v, want 2 runs and the held event dropped", s)
+	}
+}
+
+// Transient SMTP failures (4xx) are retried with backoff; permanent ones
+// (5xx) are not.
+func TestEmailRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		fails     []string
+		retries   int
+		wantMails int // MAIL commands the server saw
+		wantMsgs  int
+		wantFail  uint64
+	}{
+		{name: "transient then ok", fails: []string{"451 busy", "421 later"}, retries: 3, wantMails: 3, wantMsgs: 1},
+		{name: "transient, retries exhausted", fails: []string{"451 busy", "451 busy"}, retries: 1, wantMails: 2, wantFail: 1},
+		{name: "permanent", fails: []string{"550 no such sender"}, retries: 3, wantMails: 1, wantFail: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newSMTPServer(t, nil, "", "")
+			srv.mailFails = tt.fails
+			d, _ := newTestDispatcher(t, Config{Actions: []ActionConfig{{
+				Name: "mail", Type: ActionEmail, SMTPServer: srv.ln.Addr().String(), Retries: tt.retries,
+				From: "shoal@example.org", To: []string{"ops@example.org"},
+			}}})
+			d.Publish(Event{Type: ConfigConflict, Details: map[string]string{"versions": "7,8"}})
+			waitFor(t, 30*time.Second, "mail run", func() bool { return actionStats(d, "mail").Runs == 1 })
+			srv.mu.Lock()
+			mails := srv.mails
+			srv.mu.Unlock()
+			if s := actionStats(d, "mail"); mails != tt.wantMails || len(srv.messages()) != tt.wantMsgs || s.Failed != tt.wantFail {
+				t.Errorf("MAIL commands %d, messages %d, stats %+v; want %d, %d, Failed %d",
+					mails, len(srv.messages()), s, tt.wantMails, tt.wantMsgs, tt.wantFail)
+			}
+		})
 	}
 }
 

@@ -42,6 +42,11 @@ func runScript(ctx context.Context, command string, env []string, stdin []byte, 
 	}
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		// The script exited 0 but left a background child holding its
+		// output open: the script is done, the child is on its own.
+		err = nil
+	}
 	res := scriptResult{Output: out.Bytes(), Written: out.written}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {

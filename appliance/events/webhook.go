@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Webhook retry backoff: attempt n (0-based) waits a random time in
+// Retry backoff (webhooks and mail): retry n (0-based) waits a random time in
 // [d/2, d) where d = webhookBackoffBase * 2^n, capped at webhookBackoffMax
 // ("equal jitter").
 const (
@@ -24,30 +24,43 @@ const (
 var errRetryable = errors.New("retryable")
 
 // postWebhook POSTs body to a.URL, with a.Timeout per attempt and up to
-// a.Retries more attempts after network errors, 5xx, 408 and 429 answers,
-// waiting between attempts with exponential backoff and jitter. Success is
-// a 2xx answer. Other 4xx answers and redirects fail at once.
+// a.Retries more attempts after network errors, timeouts, 5xx, 408 and 429
+// answers. Success is a 2xx answer. Other 4xx answers and redirects fail at
+// once.
 func postWebhook(ctx context.Context, client *http.Client, a ActionConfig, eventType Type, body []byte, base time.Duration) error {
-	var err error
-	for attempt := 0; attempt <= a.Retries; attempt++ {
-		if attempt > 0 {
-			t := time.NewTimer(backoff(base, attempt-1))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return fmt.Errorf("post webhook %s: %w (after %v)", a.URL, ctx.Err(), err)
-			case <-t.C:
-			}
-		}
-		err = postOnce(ctx, client, a, eventType, body)
-		if err == nil || !errors.Is(err, errRetryable) {
-			break
-		}
-	}
+	err := retry(ctx, a.Retries, base, func(ctx context.Context) error {
+		return postOnce(ctx, client, a, eventType, body)
+	})
 	if err != nil {
 		return fmt.Errorf("post webhook %s: %w", a.URL, err)
 	}
 	return nil
+}
+
+// retry calls attempt, then again up to retries more times while it fails
+// with an error wrapping errRetryable, waiting backoff(base, n) before retry
+// n. It returns the last error, or ctx's error if ctx ends while waiting.
+func retry(ctx context.Context, retries int, base time.Duration, attempt func(context.Context) error) error {
+	var err error
+	for n := 0; n <= retries; n++ {
+		if n > 0 {
+			t := time.NewTimer(backoff(base, n-1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w (after %d attempts, the last: %w)", ctx.Err(), n, err)
+			case <-t.C:
+			}
+		}
+		err = attempt(ctx)
+		if err == nil || !errors.Is(err, errRetryable) {
+			return err
+		}
+		if n < retries {
+			err = fmt.Errorf("attempt %d: %w", n+1, err)
+		}
+	}
+	return err
 }
 
 func postOnce(ctx context.Context, client *http.Client, a ActionConfig, eventType Type, body []byte) error {
@@ -62,7 +75,7 @@ func postOnce(ctx context.Context, client *http.Client, a ActionConfig, eventTyp
 	req.Header.Set("X-Shoal-Event", string(eventType))
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errRetryable, err)
+		return fmt.Errorf("%w: %w", errRetryable, err) // network error or timeout
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, webhookMaxBody))
 	resp.Body.Close()

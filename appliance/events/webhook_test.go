@@ -24,11 +24,11 @@ func TestWebhook(t *testing.T) {
 	}{
 		{name: "fails twice then succeeds", statuses: []int{500, 503, 204}, retries: 3, wantRequests: 3},
 		{name: "retries exhausted", statuses: []int{500}, retries: 2, wantRequests: 3, wantFailed: 1},
-		{name: "no retries", statuses: []int{502}, retries: -1, wantRequests: 1, wantFailed: 1},
+		{name: "no retries", statuses: []int{502}, retries: 0, wantRequests: 1, wantFailed: 1},
 		{name: "client error is final", statuses: []int{400, 200}, retries: 3, wantRequests: 1, wantFailed: 1},
 		{name: "429 is retried", statuses: []int{429, 200}, retries: 3, wantRequests: 2},
 		{name: "redirect is a failure", statuses: []int{302}, retries: 3, wantRequests: 1, wantFailed: 1},
-		{name: "timeout", hang: true, retries: -1, wantRequests: 1, wantFailed: 1, wantTimedOut: 1},
+		{name: "timeout", hang: true, retries: 0, wantRequests: 1, wantFailed: 1, wantTimedOut: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,7 +51,7 @@ func TestWebhook(t *testing.T) {
 				}
 				w.WriteHeader(tt.statuses[min(n, len(tt.statuses)-1)])
 			}))
-			t.Cleanup(srv.Close) // after the dispatcher's Close, which ends blocked requests
+			t.Cleanup(srv.Close)        // after the dispatcher's Close, which ends blocked requests
 			timeout := 20 * time.Second // per attempt
 			if tt.hang {
 				timeout = 300 * time.Millisecond

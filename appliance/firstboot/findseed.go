@@ -46,7 +46,13 @@ func (s *System) FindSeed(ctx context.Context) (seed Seed, source string, found 
 }
 
 func (s *System) seedFromDevice(ctx context.Context, dev string) (Seed, bool, error) {
-	dir, err := os.MkdirTemp("", "shoal-seed-")
+	// Under /run, not /tmp: at first boot systemd-tmpfiles may be
+	// emptying /tmp at the same moment.
+	base := s.path("run")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return Seed{}, false, fmt.Errorf("read seed drive %s: %w", dev, err)
+	}
+	dir, err := os.MkdirTemp(base, "shoal-seed-")
 	if err != nil {
 		return Seed{}, false, fmt.Errorf("read seed drive %s: %w", dev, err)
 	}

@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // Runner runs an external program with stdin (may be empty).
@@ -43,12 +41,26 @@ func (r ExecRunner) Run(ctx context.Context, stdin, name string, args ...string)
 	return nil
 }
 
-// ClusterOps creates, discovers and joins clusters. The cluster commands
-// implement it; setup only calls it.
+// ClusterRequest is what creating or joining a cluster needs from setup.
+type ClusterRequest struct {
+	Name      string // cluster to create, or cluster name / member address to join
+	Password  string // the cluster password
+	Node      string // this node's member name (the host name)
+	Interface string // interface for the heartbeat
+	Address   string // this node's unicast address ("" = let the command choose)
+	Dir       string // where the agent file, key, secret and config go (/etc/shoal)
+	DataDir   string // the agent's data directory (/var/lib/shoal)
+	// Unattended skips the interactive confirmation of the sponsor's key
+	// fingerprint when joining (seed files).
+	Unattended bool
+}
+
+// ClusterOps creates, discovers and joins clusters; the cluster commands
+// (shoal init, discover, join) implement it and write the agent file.
 type ClusterOps interface {
-	Init(ctx context.Context, name, password string) error
-	Discover(ctx context.Context) ([]string, error)
-	Join(ctx context.Context, name, password string) error
+	Init(ctx context.Context, r ClusterRequest) error
+	Discover(ctx context.Context, iface string) ([]string, error)
+	Join(ctx context.Context, r ClusterRequest) error
 }
 
 // ErrNoCluster is returned when a seed asks for a cluster action but this
@@ -82,7 +94,6 @@ func (s *System) logf(format string, a ...any) {
 // Files written by setup, relative to Root.
 const (
 	NetworkFile     = "etc/systemd/network/10-shoal.network"
-	AgentFile       = "etc/shoal/agent.toml"
 	FirstBootStamp  = "var/lib/shoal-firstboot/done"
 	AuthorizedKeys  = "root/.ssh/authorized_keys"
 	autologinSerial = "etc/systemd/system/serial-getty@ttyS0.service.d/shoal-autologin.conf"
@@ -398,38 +409,17 @@ func (s *System) systemctlArgs(args ...string) []string {
 	return args
 }
 
-// Agent is the part of the agent file that setup writes.
-type Agent struct {
-	Name      string `toml:"name"`
-	Interface string `toml:"interface"`
-	Address   string `toml:"address,omitempty"`
-}
-
-// WriteAgent writes /etc/shoal/agent.toml (mode 0640); the agent leaves
-// its unconfigured state when it finds the file.
-func (s *System) WriteAgent(a Agent) error {
-	var b bytes.Buffer
-	b.WriteString("# Written by 'shoal setup'. See /etc/shoal/agent.toml.example for every key.\n")
-	if err := toml.NewEncoder(&b).Encode(a); err != nil {
-		return fmt.Errorf("encode agent file: %w", err)
-	}
-	if err := s.writeFile(AgentFile, b.Bytes(), 0o640); err != nil {
-		return err
-	}
-	s.logf("agent file: %s", "/"+AgentFile)
-	return nil
-}
-
 // Result says what Apply did.
 type Result struct {
 	Hostname string
 	NIC      NIC
-	Agent    bool // the agent file was written
+	Cluster  string // the cluster created or joined ("" if none)
 }
 
-// Apply configures the node from seed: network, host name, access, the
-// agent file (when writeAgent) and the cluster action.
-func (s *System) Apply(ctx context.Context, seed Seed, writeAgent bool) (Result, error) {
+// Apply configures the node from seed: network, host name, access, then
+// the cluster action, which writes the agent file (/etc/shoal/agent.toml)
+// and makes the agent leave its unconfigured state.
+func (s *System) Apply(ctx context.Context, seed Seed, unattended bool) (Result, error) {
 	if err := seed.Validate(); err != nil {
 		return Result{}, fmt.Errorf("apply seed: %w", err)
 	}
@@ -449,61 +439,67 @@ func (s *System) Apply(ctx context.Context, seed Seed, writeAgent bool) (Result,
 	if err := s.SetAccess(ctx, seed.Access); err != nil {
 		return r, err
 	}
-	if writeAgent || seed.Cluster.Action != "" {
-		a := Agent{Name: r.Hostname, Interface: nic.Name}
-		if len(seed.Network.Addresses) > 0 {
-			if p, err := netip.ParsePrefix(seed.Network.Addresses[0]); err == nil {
-				a.Address = p.Addr().String()
-			}
-		}
-		if err := s.WriteAgent(a); err != nil {
-			return r, err
-		}
-		r.Agent = true
+	if seed.Cluster.Action == "" {
+		return r, nil
 	}
-	if err := s.clusterAction(ctx, seed.Cluster); err != nil {
+	req := ClusterRequest{
+		Name: seed.Cluster.Name, Password: seed.Cluster.Password,
+		Node: strings.SplitN(r.Hostname, ".", 2)[0], Interface: nic.Name,
+		Dir: s.path("etc/shoal"), DataDir: s.path("var/lib/shoal"), Unattended: unattended,
+	}
+	if len(seed.Network.Addresses) > 0 {
+		if p, err := netip.ParsePrefix(seed.Network.Addresses[0]); err == nil {
+			req.Address = p.Addr().String()
+		}
+	}
+	name, err := s.clusterAction(ctx, seed.Cluster.Action, req)
+	if err != nil {
 		return r, err
+	}
+	r.Cluster = name
+	if s.Live {
+		if err := s.Run.Run(ctx, "", "systemctl", "restart", "shoal.service"); err != nil {
+			return r, fmt.Errorf("restart agent: %w", err)
+		}
 	}
 	return r, nil
 }
 
-func (s *System) clusterAction(ctx context.Context, c Cluster) error {
-	if c.Action == "" {
-		return nil
-	}
+func (s *System) clusterAction(ctx context.Context, action string, req ClusterRequest) (string, error) {
 	if s.Cluster == nil {
-		return fmt.Errorf("cluster %s: %w", c.Action, ErrNoCluster)
+		return "", fmt.Errorf("cluster %s: %w", action, ErrNoCluster)
 	}
-	switch c.Action {
+	switch action {
 	case "init":
-		if err := s.Cluster.Init(ctx, c.Name, c.Password); err != nil {
-			return fmt.Errorf("cluster init %s: %w", c.Name, err)
+		if err := s.Cluster.Init(ctx, req); err != nil {
+			return "", fmt.Errorf("cluster init %s: %w", req.Name, err)
 		}
-		s.logf("cluster: created %s", c.Name)
+		s.logf("cluster: created %s", req.Name)
 	case "join":
-		name := c.Name
-		if name == "" {
-			found, err := s.Cluster.Discover(ctx)
+		if req.Name == "" {
+			found, err := s.Cluster.Discover(ctx, req.Interface)
 			if err != nil {
-				return fmt.Errorf("cluster discover: %w", err)
+				return "", fmt.Errorf("cluster discover: %w", err)
 			}
 			if len(found) != 1 {
-				return fmt.Errorf("cluster join: %d clusters discovered (%s); name one in cluster.name", len(found), strings.Join(found, ", "))
+				return "", fmt.Errorf("cluster join: %d clusters discovered (%s); name one in cluster.name", len(found), strings.Join(found, ", "))
 			}
-			name = found[0]
+			req.Name = found[0]
 		}
-		if err := s.Cluster.Join(ctx, name, c.Password); err != nil {
-			return fmt.Errorf("cluster join %s: %w", name, err)
+		if err := s.Cluster.Join(ctx, req); err != nil {
+			return "", fmt.Errorf("cluster join %s: %w", req.Name, err)
 		}
-		s.logf("cluster: joined %s", name)
+		s.logf("cluster: joined %s", req.Name)
+	default:
+		return "", fmt.Errorf("cluster action %q: want init or join", action)
 	}
-	return nil
+	return req.Name, nil
 }
 
 // FirstBoot runs once per machine: machine-id, SSH host keys, then the
 // seed (or DHCP on the first NIC with the default host name), then the
-// stamp that keeps it from running again. The agent file is written only
-// when the seed configures a cluster or addresses the agent needs.
+// stamp that keeps it from running again. Without a cluster in the seed
+// the agent stays unconfigured until 'shoal setup'.
 func (s *System) FirstBoot(ctx context.Context, seed Seed) (Result, error) {
 	if _, err := s.EnsureMachineID(); err != nil {
 		return Result{}, err
@@ -511,8 +507,7 @@ func (s *System) FirstBoot(ctx context.Context, seed Seed) (Result, error) {
 	if _, err := s.EnsureSSHHostKeys(ctx); err != nil {
 		return Result{}, err
 	}
-	writeAgent := seed.Hostname != "" || seed.Network.Mode == "static"
-	r, err := s.Apply(ctx, seed, writeAgent)
+	r, err := s.Apply(ctx, seed, true)
 	if err != nil {
 		return r, err
 	}

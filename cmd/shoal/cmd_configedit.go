@@ -65,11 +65,12 @@ func runConfigShow(args []string, stdout, stderr io.Writer) error {
 	loc := fs.String("location", "", "show the config as members in this location see it ([location.NAME] overrides applied)")
 	asJSON := fs.Bool("json", false, "print the version and its content as JSON")
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", argAt(pos, 0))
 	}
 	path, err := sockPath()
 	if err != nil {
@@ -88,9 +89,11 @@ func runConfigShow(args []string, stdout, stderr io.Writer) error {
 	if origin == "" {
 		origin = "(initial file)"
 	}
-	fmt.Fprintf(stdout, "# %s by %s at %s\n", versionLabel(v), origin, v.Time.UTC().Format(time.RFC3339))
+	// The header goes to stderr: stdout is the config byte for byte, so
+	// `config show > f`, an edit and `config apply f` diff only the edit.
+	fmt.Fprintf(stderr, "# %s by %s at %s\n", versionLabel(v), origin, v.Time.UTC().Format(time.RFC3339))
 	if *loc != "" {
-		fmt.Fprintf(stdout, "# resolved for location %q\n", *loc)
+		fmt.Fprintf(stderr, "# resolved for location %q\n", *loc)
 	}
 	io.WriteString(stdout, v.Content)
 	if !strings.HasSuffix(v.Content, "\n") && v.Content != "" {
@@ -105,16 +108,17 @@ func runConfigApply(args []string, stdout, stderr io.Writer) error {
 		"confirmed, makes it the new config version on every member.", stderr)
 	yes := fs.Bool("yes", false, "do not ask for confirmation (required when stdin is not a terminal)")
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("want exactly one FILE, got %d arguments", fs.NArg())
+	if len(pos) != 1 {
+		return usagef("want exactly one FILE, got %d arguments", len(pos))
 	}
 	if err := needConfirm(*yes); err != nil {
 		return err
 	}
-	file := fs.Arg(0)
+	file := argAt(pos, 0)
 	content, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -197,14 +201,15 @@ func runConfigSet(args []string, stdout, stderr io.Writer) error {
 		"COMMENTS AND KEY ORDER ARE LOST (use 'config show', edit, 'config apply' to keep them).", stderr)
 	yes := fs.Bool("yes", false, "do not ask for confirmation (required when stdin is not a terminal)")
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(pos) == 0 {
 		return usagef("want at least one KEY=VALUE")
 	}
 	var as []clusterinit.Assignment
-	for _, a := range fs.Args() {
+	for _, a := range pos {
 		x, err := clusterinit.ParseAssignment(a)
 		if err != nil {
 			return usagef("%v", err)
@@ -234,11 +239,12 @@ func runConfigHistory(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("config history", "config history [--json] [--socket PATH | --config AGENTFILE]", stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", argAt(pos, 0))
 	}
 	path, err := sockPath()
 	if err != nil {
@@ -282,22 +288,23 @@ func runConfigDiff(args []string, stdout, stderr io.Writer) error {
 		"A and B are version numbers or ID prefixes (see 'config history'); B defaults\n"+
 		"to the current version.", stderr)
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
-		return usagef("want A [B], got %d arguments", fs.NArg())
+	if len(pos) < 1 || len(pos) > 2 {
+		return usagef("want A [B], got %d arguments", len(pos))
 	}
 	path, err := sockPath()
 	if err != nil {
 		return err
 	}
 	c := appliance.NewAdminClient(path)
-	a, err := getConfig(c, fs.Arg(0), "")
+	a, err := getConfig(c, argAt(pos, 0), "")
 	if err != nil {
 		return err
 	}
-	b, err := getConfig(c, fs.Arg(1), "")
+	b, err := getConfig(c, argAt(pos, 1), "")
 	if err != nil {
 		return err
 	}
@@ -316,11 +323,12 @@ func runConfigRollback(args []string, stdout, stderr io.Writer) error {
 		"history is kept.", stderr)
 	yes := fs.Bool("yes", false, "do not ask for confirmation (required when stdin is not a terminal)")
 	sockPath := socketFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("want exactly one REF, got %d arguments", fs.NArg())
+	if len(pos) != 1 {
+		return usagef("want exactly one REF, got %d arguments", len(pos))
 	}
 	if err := needConfirm(*yes); err != nil {
 		return err
@@ -330,7 +338,7 @@ func runConfigRollback(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c := appliance.NewAdminClient(path)
-	old, err := getConfig(c, fs.Arg(0), "")
+	old, err := getConfig(c, argAt(pos, 0), "")
 	if err != nil {
 		return err
 	}

@@ -159,11 +159,11 @@ func TestConfigShow(t *testing.T) {
 	withLoc := string(demo) + "\n[location.dc2.group.web]\ninterface = \"eth1\"\n"
 	a := newCfgAgent(t, "a", []byte(withLoc))
 	code, out, errOut := runCmd(t, "config", "show", "--socket", a.sock)
-	if code != 0 || !strings.HasPrefix(out, "# version 0 (") || !strings.HasSuffix(out, withLoc) {
+	if code != 0 || !strings.HasPrefix(errOut, "# version 0 (") || out != withLoc {
 		t.Fatalf("show: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
 	}
-	code, out, _ = runCmd(t, "config", "show", "--socket", a.sock, "--location", "dc2")
-	if code != 0 || !strings.Contains(out, `resolved for location "dc2"`) || !strings.Contains(out, `interface = "eth1"`) || strings.Contains(out, "[location") {
+	code, out, errOut = runCmd(t, "config", "show", "--socket", a.sock, "--location", "dc2")
+	if code != 0 || !strings.Contains(errOut, `resolved for location "dc2"`) || !strings.Contains(out, `interface = "eth1"`) || strings.Contains(out, "[location") {
 		t.Errorf("show --location: exit %d:\n%s", code, out)
 	}
 	code, out, _ = runCmd(t, "config", "show", "--socket", a.sock, "--json", "--version", "0")
@@ -303,7 +303,7 @@ func TestConfigHistoryDiffRollback(t *testing.T) {
 	demo := string(cfgDemo(t))
 	a := newCfgAgent(t, "a", []byte(demo))
 	v1 := strings.Replace(demo, cfgOldIPs, cfgNewIPs, 1)
-	if code, _, errOut := runCmd(t, "config", "apply", "--yes", "--socket", a.sock, cfgWrite(t, v1)); code != 0 {
+	if code, _, errOut := runCmd(t, "config", "apply", "--socket", a.sock, cfgWrite(t, v1), "--yes"); code != 0 {
 		t.Fatal(errOut)
 	}
 	if code, _, errOut := runCmd(t, "config", "set", "--yes", "--socket", a.sock, "cluster.verbose=true"); code != 0 {

@@ -40,11 +40,12 @@ func runJoin(args []string, stdout, stderr io.Writer) error {
 	socket := fs.String("socket", "", "admin socket written into the agent file (default: the agent's default)")
 	yes := fs.Bool("yes", false, "do not ask to confirm the sponsor's key fingerprint")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("want exactly one ADDRESS, got %d arguments", fs.NArg())
+	if len(pos) != 1 {
+		return usagef("want exactly one ADDRESS, got %d arguments", len(pos))
 	}
 	if err := needConfirm(*yes); err != nil {
 		return err
@@ -65,7 +66,7 @@ func runJoin(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sponsor, err := sponsorOf(ctx, fs.Arg(0), *iface, stdout)
+	sponsor, err := sponsorOf(ctx, argAt(pos, 0), *iface, stdout)
 	if err != nil {
 		return err
 	}

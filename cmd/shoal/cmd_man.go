@@ -26,6 +26,7 @@ func init() {
 type commandHelp struct {
 	name, synopsis string
 	usage          string   // "shoal version [--json]"
+	description    []string // lines between the usage line and "Options:"
 	options        []string // PrintDefaults lines, indentation kept
 	flags          []string // "--json"
 }
@@ -42,13 +43,18 @@ func helpOf(c *command) commandHelp {
 	if text == "" {
 		text = out.String()
 	}
-	inOpts := false
+	inOpts, inUsage := false, false
 	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
 		switch {
-		case strings.HasPrefix(line, "Usage: "):
+		case strings.HasPrefix(line, "Usage: ") && h.usage == "":
 			h.usage = strings.TrimPrefix(line, "Usage: ")
+			inUsage = true
 		case strings.TrimSpace(line) == "Options:":
-			inOpts = true
+			inOpts, inUsage = true, false
+		case inUsage:
+			if strings.TrimSpace(line) != "" || len(h.description) > 0 {
+				h.description = append(h.description, line)
+			}
 		case inOpts:
 			h.options = append(h.options, line)
 			if m := flagLine.FindStringSubmatch(line); m != nil {
@@ -118,6 +124,16 @@ func runMan(args []string, stdout, stderr io.Writer) error {
 	b.WriteString(".SH COMMANDS\n")
 	for _, h := range allHelp() {
 		fmt.Fprintf(&b, ".SS \"%s\"\n%s\n", roffEscape(h.usage), roffEscape(h.synopsis))
+		if desc := strings.TrimSpace(strings.Join(h.description, "\n")); desc != "" {
+			b.WriteString(".PP\n")
+			for _, l := range strings.Split(desc, "\n") {
+				if strings.TrimSpace(l) == "" {
+					b.WriteString(".PP\n")
+					continue
+				}
+				b.WriteString(roffEscape(strings.TrimSpace(l)) + "\n")
+			}
+		}
 		if len(h.options) > 0 {
 			b.WriteString(".PP\nOptions:\n.RS\n.nf\n")
 			for _, l := range h.options {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -100,4 +101,29 @@ func readNoEcho(fd int) ([]byte, error) {
 			return out, nil // EOF
 		}
 	}
+}
+
+// parseArgs is parseFlags allowing flags after positional arguments
+// (`shoal join 10.0.0.1 --yes`); it returns the positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// argAt returns pos[i], or "" when there are fewer arguments.
+func argAt(pos []string, i int) string {
+	if i < len(pos) {
+		return pos[i]
+	}
+	return ""
 }

@@ -77,9 +77,9 @@ func runSetup(args []string, stdout, stderr io.Writer) error {
 		if err != nil || !ok {
 			return err
 		}
-		_, err = sys.Apply(ctx, seed, true)
+		_, err = sys.Apply(ctx, seed, false)
 		if err == nil {
-			fmt.Fprintln(stdout, "shoal setup: done. The agent picks up /etc/shoal/agent.toml on restart: systemctl restart shoal")
+			fmt.Fprintln(stdout, "shoal setup: done")
 		}
 		return err
 	}
@@ -211,7 +211,7 @@ func dialogue(ctx context.Context, sys *firstboot.System, in *bufio.Reader, out 
 		s.Cluster.Action = action
 		def := ""
 		if action == "join" && sys.Cluster != nil {
-			found, derr := sys.Cluster.Discover(ctx)
+			found, derr := sys.Cluster.Discover(ctx, s.Network.Interface)
 			if derr != nil {
 				fmt.Fprintf(out, "  discovery failed: %v\n", derr)
 			} else {
@@ -221,7 +221,11 @@ func dialogue(ctx context.Context, sys *firstboot.System, in *bufio.Reader, out 
 				}
 			}
 		}
-		if s.Cluster.Name, err = ask("Cluster name", def, func(v string) error {
+		prompt := "Cluster name"
+		if action == "join" {
+			prompt = "Cluster to join (a name heard by discovery, or a member's address)"
+		}
+		if s.Cluster.Name, err = ask(prompt, def, func(v string) error {
 			if v == "" {
 				return errors.New("a cluster name is required")
 			}
@@ -279,9 +283,9 @@ func readFileString(p string) string {
 }
 
 // registryCluster runs the cluster commands registered in this binary
-// ("init", "discover", "join") in-process, passing the password in the
-// environment variable SHOAL_CLUSTER_PASSWORD so it never appears on a
-// command line. A build without those commands returns ErrNoCluster.
+// (init, discover, join) in-process, passing the password in the
+// environment variable SHOAL_CLUSTER_PASSWORD (which they read) so it never
+// appears on a command line. A build without them returns ErrNoCluster.
 type registryCluster struct{ stdout, stderr io.Writer }
 
 var _ firstboot.ClusterOps = registryCluster{}
@@ -300,34 +304,60 @@ func (r registryCluster) call(name, password string, args ...string) (string, er
 		defer os.Unsetenv(clusterPasswordEnv)
 	}
 	var out strings.Builder
-	if err := c.run(args, &out, r.stderr); err != nil {
-		return out.String(), err
-	}
-	return out.String(), nil
+	err := c.run(args, &out, r.stderr)
+	return out.String(), err
 }
 
-func (r registryCluster) Init(_ context.Context, name, password string) error {
-	out, err := r.call("init", password, "--name", name)
+func clusterArgs(req firstboot.ClusterRequest) []string {
+	args := []string{"--dir", req.Dir, "--data-dir", req.DataDir}
+	if req.Node != "" {
+		args = append(args, "--node", req.Node)
+	}
+	if req.Interface != "" {
+		args = append(args, "--interface", req.Interface)
+	}
+	if req.Address != "" {
+		args = append(args, "--address", req.Address)
+	}
+	return args
+}
+
+func (r registryCluster) Init(_ context.Context, req firstboot.ClusterRequest) error {
+	out, err := r.call("init", req.Password, append([]string{"--cluster", req.Name}, clusterArgs(req)...)...)
 	fmt.Fprint(r.stdout, out)
 	return err
 }
 
-func (r registryCluster) Discover(context.Context) ([]string, error) {
-	out, err := r.call("discover", "")
+func (r registryCluster) Discover(_ context.Context, iface string) ([]string, error) {
+	var args []string
+	if iface != "" {
+		args = append(args, "--interface", iface)
+	}
+	out, err := r.call("discover", "", args...)
 	if err != nil {
 		return nil, err
 	}
+	return parseDiscover(out), nil
+}
+
+// parseDiscover takes the cluster names from 'shoal discover' text output:
+// one "NAME  members" line per cluster, comments starting with '#'.
+func parseDiscover(out string) []string {
 	var names []string
 	for _, l := range strings.Split(out, "\n") {
 		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(f[0], "#") {
 			names = append(names, f[0])
 		}
 	}
-	return names, nil
+	return names
 }
 
-func (r registryCluster) Join(_ context.Context, name, password string) error {
-	out, err := r.call("join", password, name)
+func (r registryCluster) Join(_ context.Context, req firstboot.ClusterRequest) error {
+	args := append([]string{req.Name}, clusterArgs(req)...)
+	if req.Unattended {
+		args = append(args, "--yes")
+	}
+	out, err := r.call("join", req.Password, args...)
 	fmt.Fprint(r.stdout, out)
 	return err
 }

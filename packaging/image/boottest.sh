@@ -43,7 +43,7 @@ boot() {
 	: > "$log"
 	local start; start=$(date +%s%N)
 	qemu-system-x86_64 -m 1024 -smp 1 -display none -monitor none -no-reboot \
-		-serial "file:$log" "${args[@]}" &
+		-serial "file:$log" "${args[@]}" 2>"$log.qemu" &
 	local pid=$! ok=0 firstboot=0
 	local deadline=$(( $(date +%s) + TIMEOUT ))
 	while [ "$(date +%s)" -lt "$deadline" ]; do

@@ -152,7 +152,7 @@ search --no-floppy --fs-uuid --set=root $ROOT_UUID
 set prefix=(\$root)/boot/grub
 CFG
 	grub-mkimage -O i386-pc -o "$work/core.img" -c "$work/early.cfg" -p /boot/grub \
-		biosdisk part_gpt ext2 search_fs_uuid normal linux echo test serial terminal terminfo
+		biosdisk part_gpt ext2 search search_fs_uuid normal linux echo test serial terminal terminfo
 	# the kernel and initrd links GRUB follows (as /boot/ links, relative)
 	ln -sfn "boot/vmlinuz-$kver" "$rootfs/vmlinuz"
 	ln -sfn "boot/initrd.img-$kver" "$rootfs/initrd.img"

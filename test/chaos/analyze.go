@@ -41,8 +41,10 @@ type Input struct {
 	Nodes   int
 	Samples []Sample
 	Faults  []FaultRecord
-	// PhaseStart and PhaseEnd bound the fault phase (steady state before
-	// and after is judged too).
+	// From is the first converged sample: earlier samples (start-up) are
+	// not judged. PhaseStart and PhaseEnd bound the fault phase (steady
+	// state before and after it is judged too).
+	From                 time.Time
 	PhaseStart, PhaseEnd time.Time
 	// Home is each single-hosted IP's owner with every node up.
 	Home map[netip.Addr]int
@@ -210,6 +212,11 @@ func (tr *tracker) finish(t time.Time) []Window {
 // Analyze judges the samples and probes against the timeline.
 func Analyze(in Input) *Report {
 	j := &judge{in: in, tables: map[string][]uint8{}}
+	if !in.From.IsZero() {
+		k := sort.Search(len(in.Samples), func(k int) bool { return !in.Samples[k].T.Before(in.From) })
+		j.in.Samples = in.Samples[k:]
+		in.Samples = j.in.Samples
+	}
 	r := &Report{Floor: in.Floor, CheckWindow: in.CheckWindow, DoubleBound: in.DoubleBound, Samples: len(in.Samples)}
 	if len(in.Samples) == 0 {
 		j.violate(time.Time{}, "no samples taken")
@@ -433,6 +440,7 @@ func (j *judge) staleXDP(last time.Time) []Window {
 // anywhere, with the same hash.
 func (j *judge) configVersions() {
 	maxV := make([]uint64, j.in.Nodes)
+	reported := make([]uint64, j.in.Nodes) // regression from this version already reported
 	var top uint64
 	topHash := map[string]bool{}
 	for _, s := range j.in.Samples {
@@ -440,7 +448,8 @@ func (j *judge) configVersions() {
 			if !ns.Reached {
 				continue
 			}
-			if ns.CfgVer < maxV[i] {
+			if ns.CfgVer < maxV[i] && reported[i] != maxV[i] {
+				reported[i] = maxV[i]
 				j.violate(s.T, "config version on node%d went back from %d to %d", i, maxV[i], ns.CfgVer)
 			}
 			maxV[i] = max(maxV[i], ns.CfgVer)
@@ -516,8 +525,14 @@ func (j *judge) downEvents(r *Report) {
 		if e.Time.Before(j.in.PhaseStart) {
 			continue
 		}
+		var observer int
+		if _, err := fmt.Sscanf(e.Node, "node%d", &observer); err != nil {
+			observer = -1
+		}
 		r.DownEvents++
-		if !j.disrupted(m, e.Time) {
+		// Justified when the member or the node declaring it was hit by a
+		// disruptive fault (a cut-off node loses sight of everyone).
+		if !j.disrupted(m, e.Time) && (observer < 0 || !j.disrupted(observer, e.Time)) {
 			r.FalseDown = append(r.FalseDown, e)
 		}
 	}

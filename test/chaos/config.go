@@ -1,11 +1,11 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -19,11 +19,11 @@ type configApplier interface {
 	start(ctx context.Context, node int) error
 }
 
-// cliApplier applies configs with `shoal config apply --socket S FILE`,
-// the admin-socket path the CLI uses. Each call renders the cluster config
-// with a different garp_count on the first group, so every apply is a new
-// version with the same traffic IPs.
-type cliApplier struct {
+// socketApplier posts a new config to the agent's admin socket
+// (POST /v1/config, what `shoal config apply` does). Each call renders the
+// cluster config with a different garp_count on the first group, so every
+// apply is a new version with the same traffic IPs.
+type socketApplier struct {
 	r    *Run
 	opts shoalrun.Options
 
@@ -31,19 +31,17 @@ type cliApplier struct {
 	seq int
 }
 
-// detectConfigApply reports whether the binary has `config apply`; the
-// config-kill fault is enabled only then.
-func detectConfigApply(bin string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// detectConfigApply reports whether the agent serves its config over the
+// admin socket (GET /v1/config); the config-kill fault is enabled only
+// then.
+func detectConfigApply(ctx context.Context, a *Agents, node int) error {
+	var v map[string]any
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "config", "apply", "--help").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s config apply --help: %v: %.200s", bin, err, out)
-	}
-	return nil
+	return a.get(cctx, node, "/v1/config", &v)
 }
 
-func (c *cliApplier) start(ctx context.Context, node int) error {
+func (c *socketApplier) start(ctx context.Context, node int) error {
 	c.mu.Lock()
 	c.seq++
 	seq := c.seq
@@ -52,17 +50,22 @@ func (c *cliApplier) start(ctx context.Context, node int) error {
 	o.Groups = append([]shoalrun.Group(nil), o.Groups...)
 	o.Groups[0].GARPCount = 2 + seq%4
 	body := shoalrun.RenderCluster(c.r.net, o, c.r.agents.Files.PublicKeys)
-	file := filepath.Join(c.r.agents.Files.Dir, fmt.Sprintf("apply-%d.toml", seq))
-	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+	cl := unixClient(c.r.agents.Files.Sockets[node], 10*time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://shoal/v1/config", bytes.NewReader([]byte(body)))
+	if err != nil {
 		return fmt.Errorf("config apply: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, c.opts.Binary, "config", "apply", "--socket", c.r.agents.Files.Sockets[node], file)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("config apply: %w", err)
-	}
-	// The apply's outcome is judged by the oracle (versions accepted
-	// anywhere must survive), not by the command, which may be cut off by
-	// the kill.
-	go func() { _ = cmd.Wait() }()
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		// The outcome is judged by the oracle (a version accepted anywhere
+		// must survive), not by this request, which the kill may cut off.
+		resp, err := cl.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-started
 	return nil
 }

@@ -191,17 +191,6 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 			defer inj.cg.cleanup()
 		}
 	}
-	if slices.Contains(kinds, KindConfig) {
-		if err := detectConfigApply(r.agents.bin); err != nil {
-			disabled[KindConfig] = "agent has no `config apply`"
-		} else {
-			inj.config = &cliApplier{r: r, opts: sopts}
-		}
-	}
-	kinds = slices.DeleteFunc(kinds, func(k Kind) bool { _, off := disabled[k]; return off })
-	if len(kinds) == 0 {
-		return nil, errors.New("chaos: no usable fault kind")
-	}
 
 	if _, err := r.net.ServeAll(servePort); err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
@@ -225,8 +214,20 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	defer stopObserver()
 
-	if _, err := r.waitConverged(ctx, 60*time.Second); err != nil {
+	from, err := r.waitConverged(ctx, 60*time.Second)
+	if err != nil {
 		return nil, fmt.Errorf("chaos: initial convergence: %w\n%s", err, r.logTails())
+	}
+	if slices.Contains(kinds, KindConfig) {
+		if err := detectConfigApply(ctx, r.agents, 0); err != nil {
+			disabled[KindConfig] = "agent has no config API: " + err.Error()
+		} else {
+			inj.config = &socketApplier{r: r, opts: sopts}
+		}
+	}
+	kinds = slices.DeleteFunc(kinds, func(k Kind) bool { _, off := disabled[k]; return off })
+	if len(kinds) == 0 {
+		return nil, errors.New("chaos: no usable fault kind")
 	}
 	r.logf("cluster converged; probing %d traffic IPs every %v", len(r.group), opts.ProbeInterval)
 	probes := map[netip.Addr]*harness.Probe{}
@@ -250,6 +251,9 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 	var faults []FaultRecord
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		sp := sched.Next()
+		if time.Now().Add(sp.Hold + floor + CheckWindow).After(deadline) {
+			break // it would not settle within the phase
+		}
 		rec := r.runFault(ctx, inj, sp, floor)
 		if len(faults) > 0 {
 			faults[len(faults)-1].End = rec.Inject
@@ -280,7 +284,7 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 	for ip, p := range probes {
 		results[ip] = p.Stop()
 	}
-	in := Input{Nodes: opts.Nodes, Samples: r.obs.Samples(), Faults: faults, PhaseStart: phaseStart, PhaseEnd: phaseEnd,
+	in := Input{Nodes: opts.Nodes, Samples: r.obs.Samples(), Faults: faults, From: from, PhaseStart: phaseStart, PhaseEnd: phaseEnd,
 		Home: r.home, Group: r.group, Multi: r.multi, Probes: results, ProbeInterval: opts.ProbeInterval,
 		Floor: floor, CheckWindow: CheckWindow, DoubleBound: DoubleBound, Exits: r.agents.Exits(),
 		Baseline: baseline, Final: final, FDSlack: FDSlack, Events: r.obs.Events(), Converged: convErr == nil}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -228,8 +229,18 @@ func TestConfigCLI(t *testing.T) {
 			"--interface", harness.IfName, "--password-file", pwFile, "--dir", filepath.Join(j, "etc"),
 			"--data-dir", filepath.Join(j, "data"), "--socket", sock3}
 	}
-	wrong := cfgWriteFile(t, work, "wrong", "not-the-secret\n")
 	ctx := deadline(t, 60*time.Second)
+	// discover on node3 hears the cluster (unverified).
+	disc, err := c.Net.ExecContext(ctx, c.Net.Node(3), shoalBin, "discover", "--interface", harness.IfName, "--duration", "2s")
+	var heard []string
+	for _, i := range all {
+		heard = append(heard, regexp.QuoteMeta(fmt.Sprintf("%s %s v2 ok", harness.NodeName(i), c.Net.NodeAddr4(i).Addr())))
+	}
+	if err != nil || !strings.Contains(string(disc), "unverified") ||
+		!regexp.MustCompile(`(?m)^e2e-config  `+strings.Join(heard, ", ")+`$`).Match(disc) {
+		t.Errorf("discover on node3: %v\n%s", err, disc)
+	}
+	wrong := cfgWriteFile(t, work, "wrong", "not-the-secret\n")
 	out3, err := c.Net.ExecContext(ctx, c.Net.Node(3), joinArgs(wrong)...)
 	if err == nil || !strings.Contains(string(out3), "password proof failed") {
 		t.Errorf("join with a wrong password: err %v, output:\n%s", err, out3)

@@ -67,6 +67,14 @@ func stableHolders(t *testing.T, c *e2ekit.Cluster, ip netip.Addr, want []int, d
 	}
 }
 
+// ensureAgent restarts node i's agent if a failed subtest left it down,
+// so the next subtest starts from a full cluster.
+func ensureAgent(c *e2ekit.Cluster, i int) {
+	if !c.Running(i) {
+		_ = c.StartAgent(i)
+	}
+}
+
 // TestSingleHosted (issue 4) runs 3 agents with one single-hosted group of
 // an IPv4 and an IPv6 traffic IP and a client on the same LAN.
 func TestSingleHosted(t *testing.T) {
@@ -92,6 +100,7 @@ func TestSingleHosted(t *testing.T) {
 	t.Run("owner-sigkill-then-failback", func(t *testing.T) {
 		o := home[v4]
 		must(t, c.Kill(o))
+		t.Cleanup(func() { ensureAgent(c, o) })
 		survivors := e2ekit.Except(all, o)
 		must(t, c.WaitView(deadline(t, wait), survivors, survivors))
 		moved := expectPlacement(t, c, []int{o}, survivors, ips...)
@@ -104,6 +113,7 @@ func TestSingleHosted(t *testing.T) {
 	t.Run("owner-port-cut-then-restore", func(t *testing.T) {
 		o := home[v6] // the IPv6 owner this time
 		must(t, c.Net.CutPort(o))
+		t.Cleanup(func() { _ = c.Net.RestorePort(o) })
 		survivors := e2ekit.Except(all, o)
 		must(t, c.WaitView(deadline(t, wait), survivors, survivors))
 		moved := expectPlacement(t, c, []int{o}, survivors, ips...)
@@ -121,6 +131,7 @@ func TestSingleHosted(t *testing.T) {
 		s := e2ekit.NodeIndex(want[v4])
 		start := time.Now()
 		must(t, c.Stop(o, 5*time.Second))
+		t.Cleanup(func() { ensureAgent(c, o) })
 		// The stopped node dropped it and a survivor raised it: one holder
 		// across all nodes.
 		must(t, c.WaitHolders(deadline(t, wait), v4, []int{s}))
@@ -170,6 +181,7 @@ func TestSingleHosted(t *testing.T) {
 		o := home[v4]
 		others := e2ekit.Except(all, o)
 		must(t, c.Net.Partition([]int{o}, others))
+		t.Cleanup(func() { _ = c.Net.Heal() })
 		// o hears nobody and keeps v4; the others raise it too. The
 		// client (reaching both sides) follows the latest announcement.
 		h, err := c.WaitSingleHolderAmong(deadline(t, wait), v4, others)

@@ -123,7 +123,7 @@ func run(f *flags, out io.Writer) (bool, error) {
 	if _, err := harness.CleanupStale(prefix); err != nil {
 		fmt.Fprintf(out, "warning: cleanup of stale namespaces: %v\n", err)
 	}
-	perTrial := 2*f.interval + 3*time.Second
+	perTrial := f.interval + 2*time.Second
 	est := time.Duration(f.trials)*perTrial + f.lossFor + 10*time.Second
 	fmt.Fprintf(out, "benchdetect: %d nodes, heartbeat %v, %d crash trials, then %v at %d%% loss per port; estimated %v\n",
 		f.nodes, f.interval, f.trials, f.lossFor, f.loss, est.Round(10*time.Second))

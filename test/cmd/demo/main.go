@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -139,7 +140,19 @@ func run(bin string, keep bool, out io.Writer) (err error) {
 	}); err != nil {
 		return err
 	}
-	s.f("client: %d connections in the last second, all answered by %s", p.SuccessesSince(time.Now().Add(-time.Second)), harness.NodeName(owner))
+	recent := map[string]int{}
+	since := time.Now().Add(-time.Second)
+	for _, a := range p.Result().Attempts {
+		if a.OK && a.End.After(since) {
+			recent[a.Server]++
+		}
+	}
+	var by []string
+	for name, k := range recent {
+		by = append(by, fmt.Sprintf("%d by %s", k, name))
+	}
+	sort.Strings(by)
+	s.f("client: connections answered in the last second: %s", strings.Join(by, ", "))
 
 	// Crash: the node's switch port goes down and its agent is killed.
 	s.f("CRASH %s: its switch port is cut and its agent gets SIGKILL", harness.NodeName(owner))
