@@ -439,6 +439,10 @@ func (a *agent) loop(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// Peers announce new config versions in heartbeats; pass them on to
+	// confsync promptly even while the view is stable.
+	obs := time.NewTicker(100 * time.Millisecond)
+	defer obs.Stop()
 	view := a.gossip.View()
 	prevHeld := map[string]dataplane.Address{}
 	holdUntil := start.Add(settle)
@@ -465,6 +469,9 @@ func (a *agent) loop(ctx context.Context) error {
 			if a.applyConfig(u) {
 				pl.setConfig(a.currentConfig())
 			}
+		case <-obs.C:
+			a.observePeers()
+			continue
 		case <-a.kick:
 		case <-timerC():
 		case <-startTimer.C:

@@ -79,6 +79,10 @@ type JoinOptions struct {
 	// Authority derives membership from the returned config; nil means
 	// MembersFromTOML.
 	Authority AuthorityFunc
+	// SponsorKey, when set, pins the sponsor: the TLS handshake fails
+	// before any password proof is sent unless the sponsor presents this
+	// key (the fingerprint the operator confirmed).
+	SponsorKey ed25519.PublicKey
 }
 
 // JoinResult is what a successful join brings back: the version to
@@ -129,7 +133,7 @@ func Join(ctx context.Context, addr string, o JoinOptions) (JoinResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	d := tls.Dialer{Config: clientConfig(cert, alpnJoin, nil)}
+	d := tls.Dialer{Config: clientConfig(cert, alpnJoin, o.SponsorKey)}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return JoinResult{}, fmt.Errorf("join via %s: %w", addr, err)

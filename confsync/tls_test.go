@@ -154,6 +154,24 @@ func TestJoin(t *testing.T) {
 			t.Errorf("sponsor config changed to %s after a refused join", cur)
 		}
 	})
+	t.Run("pinned sponsor key mismatch", func(t *testing.T) {
+		other := testKey("impostor").Public().(ed25519.PublicKey)
+		_, err := Join(ctx, sponsor.addr, JoinOptions{Self: "n05", Key: testKey("n05"), Address: "10.99.0.5", Password: password, SponsorKey: other})
+		if err == nil {
+			t.Fatal("Join with a pinned key the sponsor does not have succeeded")
+		}
+		cur, _ := sponsor.node.Current()
+		if !cur.Genesis() {
+			t.Errorf("sponsor config changed to %s although the joiner refused it", cur)
+		}
+	})
+	t.Run("pinned sponsor key match", func(t *testing.T) {
+		// The sponsor's own key, pinned, is accepted (checked by the
+		// "right password" case below, which joins without a pin).
+		if _, err := Join(ctx, sponsor.addr, JoinOptions{Self: "n05", Key: testKey("n05"), Address: "10.99.0.5", Password: []byte("wrong"), SponsorKey: testKey("n00").Public().(ed25519.PublicKey)}); err == nil || !strings.Contains(err.Error(), "password proof failed") {
+			t.Fatalf("Join pinned to the right key with a wrong password: err = %v, want the password refusal (handshake passed)", err)
+		}
+	})
 	t.Run("restricted sponsor", func(t *testing.T) {
 		dir := t.TempDir()
 		r := startTLSNode(t, "n01", dir, testConfig("rev = 0", members(ns, "n01")...), book, password)

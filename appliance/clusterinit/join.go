@@ -171,6 +171,7 @@ func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 	res, err := confsync.Join(ctx, addr, confsync.JoinOptions{
 		Self: o.Node, Key: key, Address: o.Address.String(), Location: o.Location,
 		Password: o.Password, Timeout: o.Timeout, Authority: confsync.ConfigAuthority,
+		SponsorKey: sponsorKey, // no password proof goes to any other key
 	})
 	if err != nil {
 		return fail(err)
@@ -179,8 +180,8 @@ func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 	if err != nil {
 		return fail(fmt.Errorf("received config: %w", err))
 	}
-	// confsync.Join checked that the answering key is a member's; make sure
-	// it is the key the operator confirmed.
+	// confsync.Join pinned the confirmed key in the handshake; check the
+	// returned config agrees that it is the sponsor's.
 	sp, ok := auth.Member(res.Sponsor)
 	if !ok || !sp.PublicKey.Equal(sponsorKey) {
 		return fail(fmt.Errorf("sponsor %s answered with another key than the confirmed %s", res.Sponsor, identity.Fingerprint(sponsorKey)))

@@ -243,7 +243,7 @@ func Analyze(in Input) *Report {
 		}
 	}
 	sort.SliceStable(r.Windows, func(a, b int) bool { return r.Windows[a].Start.Before(r.Windows[b].Start) })
-	j.configVersions()
+	j.configVersions(r)
 	for _, e := range in.Exits {
 		j.violate(e.Time, "agent on node%d exited on its own: %s\n%s", e.Node, e.Err, indent(e.LogTail))
 	}
@@ -438,7 +438,7 @@ func (j *judge) staleXDP(last time.Time) []Window {
 // configVersions: a node's config version never goes back (restarts
 // included), and at the end every node holds the newest version accepted
 // anywhere, with the same hash.
-func (j *judge) configVersions() {
+func (j *judge) configVersions(r *Report) {
 	maxV := make([]uint64, j.in.Nodes)
 	reported := make([]uint64, j.in.Nodes) // regression from this version already reported
 	var top uint64
@@ -462,6 +462,7 @@ func (j *judge) configVersions() {
 			}
 		}
 	}
+	r.ConfigVersions = [2]uint64{j.in.Samples[0].Nodes[0].CfgVer, top}
 	if len(topHash) > 1 {
 		j.violate(j.in.Samples[len(j.in.Samples)-1].T, "config version %d seen with %d different hashes", top, len(topHash))
 	}

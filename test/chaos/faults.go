@@ -86,7 +86,7 @@ func (s Spec) String() string {
 	case KindQuota:
 		fmt.Fprintf(&b, " %d%% cpu", s.Percent)
 	case KindConfig:
-		fmt.Fprintf(&b, " kill after %v", s.Delay)
+		fmt.Fprintf(&b, " kill after %v", s.Delay.Round(time.Millisecond))
 	case KindFlap:
 		var parts []string
 		for _, d := range s.Flaps {

@@ -47,21 +47,24 @@ type Report struct {
 	Interval time.Duration // heartbeat interval
 	// Floor is the detection floor: a silent member is declared down this
 	// long after its last heartbeat (suspicion 1.6 I + probe window 0.5 I).
-	Floor               time.Duration
-	CheckWindow         time.Duration
-	DoubleBound         time.Duration
-	Kinds               []KindStats
-	Enabled             []Kind
-	Disabled            map[Kind]string // kind -> why it was not used
-	Faults              []FaultRecord
-	IPs                 []IPStats
-	Windows             []Window
-	Failovers           int // take-overs from or onto a node hit by a disruptive fault
-	Failbacks           int // take-overs by the IP's home owner
-	FalseFailovers      []Move
-	DownEvents          int            // member-failed events seen
-	FalseDown           []events.Event // member-failed about members no disruptive fault hit
-	Resources           []ResourceDelta
+	Floor          time.Duration
+	CheckWindow    time.Duration
+	DoubleBound    time.Duration
+	Kinds          []KindStats
+	Enabled        []Kind
+	Disabled       map[Kind]string // kind -> why it was not used
+	Faults         []FaultRecord
+	IPs            []IPStats
+	Windows        []Window
+	Failovers      int // take-overs from or onto a node hit by a disruptive fault
+	Failbacks      int // take-overs by the IP's home owner
+	FalseFailovers []Move
+	DownEvents     int            // member-failed events seen
+	FalseDown      []events.Event // member-failed about members no disruptive fault hit
+	Resources      []ResourceDelta
+	// ConfigVersions: node0's config version at the start, the newest
+	// version seen anywhere.
+	ConfigVersions      [2]uint64
 	GoroutinesPublished bool
 	Samples             int
 	Violations          []Violation
@@ -144,6 +147,7 @@ func (r *Report) Text() string {
 		p("  %s %-9s %-18s %8s%s fault: %s%s\n", stamp(w.Start), w.What, w.Subject, ms(w.Duration()), nodesNote(&w), orNone(w.Fault), violMark(w))
 	}
 
+	p("\nConfig versions: %d at the start, newest seen %d\n", r.ConfigVersions[0], r.ConfigVersions[1])
 	p("\nAgent resources (baseline after convergence -> after the run):\n")
 	for _, rd := range r.Resources {
 		p("  node%d: fds %d -> %d, threads %d -> %d\n", rd.Node, rd.Baseline.FDs, rd.Final.FDs, rd.Baseline.Threads, rd.Final.Threads)
