@@ -77,6 +77,9 @@ type httpError struct {
 
 func (e httpError) Error() string { return e.msg }
 
+// HTTPStatus lets the HTTPS admin API (adminapi) answer with the same code.
+func (e httpError) HTTPStatus() int { return e.code }
+
 // Serve serves until ctx is done, then closes the socket.
 func (s *AdminServer) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shoal-project/shoal/allocate"
+	"github.com/shoal-project/shoal/appliance/adminapi"
 	"github.com/shoal-project/shoal/appliance/events"
 	"github.com/shoal-project/shoal/bpf"
 	"github.com/shoal-project/shoal/confsync"
@@ -143,6 +144,8 @@ type agent struct {
 	csTr   *confsync.TLSTransport
 	cfgLn  net.Listener
 
+	api *adminapi.Server
+
 	cfgUpdates chan confsync.Update   // new config versions to apply, latest wins
 	observed   map[string]confsync.ID // config version last announced by each peer (loop only)
 
@@ -238,6 +241,17 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 		return nil, fmt.Errorf("config channel: %w", err)
 	}
 	a.cfgLn = ln
+	a.api, err = adminapi.New(adminapi.SourceFuncs{
+		StatusFunc: func() any { return a.status() }, EventsFunc: a.ev.Recent, SubscribeFunc: a.ev.Subscribe,
+		ExplainFunc: a.explain, MetricsFunc: a.metricsSnapshot,
+	}, adminapi.Options{Node: ac.Node, Key: key, Users: adminUsers(cfg), ReadOnly: !self.CanUpdate, Peers: adminPeers(cfg, ac.AdminListen), Logger: log})
+	if err != nil {
+		a.gossip.Close()
+		a.dp.Close()
+		a.ev.Close()
+		ln.Close()
+		return nil, err
+	}
 	a.routes()
 	return a, nil
 }
@@ -338,6 +352,12 @@ func (a *agent) run(ctx context.Context) error {
 	start("confsync", a.cs.Run)
 	start("config channel", func(ctx context.Context) error { return a.csTr.Serve(ctx, a.cfgLn, a.cs) })
 	start("config updates", func(ctx context.Context) error { a.watchConfig(ctx); return nil })
+	if a.ac.AdminListen != "" {
+		start("admin api", func(ctx context.Context) error { return a.api.Serve(ctx, a.ac.AdminListen) })
+	}
+	if a.ac.MetricsListen != "" {
+		start("metrics", func(ctx context.Context) error { return a.api.ServeMetrics(ctx, a.ac.MetricsListen) })
+	}
 
 	a.log.Info().Str("version", a.version).Str("cluster", a.cfg.Settings.Name).Int("members", len(a.cfg.Members)).
 		Int("groups", len(a.cfg.Groups)).Msgf("shoal %s ready", a.version)
@@ -471,6 +491,7 @@ func (a *agent) loop(ctx context.Context) error {
 			}
 		case <-obs.C:
 			a.observePeers()
+			a.api.Timelines().ObserveDataplane(a.dp.Status())
 			continue
 		case <-a.kick:
 		case <-timerC():
@@ -491,10 +512,16 @@ func (a *agent) loop(ctx context.Context) error {
 		}
 		in := a.planInput(now, view)
 		out := pl.plan(in)
+		a.api.Timelines().Allocated(now)
 		if out.grew {
 			a.dp.Reannounce()
 		}
 		a.dp.Apply(out.desired)
+		for _, ad := range out.desired.Addresses {
+			if _, held := prevHeld[ad.IP.String()]; !held {
+				a.api.Timelines().IPRaised(ad.IP, time.Now())
+			}
+		}
 		a.publishChanges(prevHeld, out.desired.Addresses)
 		prevHeld = map[string]dataplane.Address{}
 		for _, ad := range out.desired.Addresses {
@@ -564,6 +591,7 @@ func (a *agent) forwardEvents(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case me := <-a.gossip.Events():
+			a.api.Timelines().ObserveGossip(me)
 			ev := events.Event{Time: me.Time, Member: me.Member}
 			if me.Reason != "" {
 				ev.Details = map[string]string{"reason": me.Reason}
@@ -717,4 +745,42 @@ func (a *agent) status() Status {
 	st.Dataplane = a.dp.Status()
 	st.Heartbeats = a.gossip.Stats()
 	return st
+}
+
+// metricsSnapshot gathers the counters /metrics exposes.
+func (a *agent) metricsSnapshot() adminapi.MetricsSnapshot {
+	m := adminapi.MetricsSnapshot{Gossip: a.gossip.Stats(), Events: a.ev.Stats(), Dataplane: a.dp.Status()}
+	if a.mh != nil {
+		if st, err := a.mh.Status(); err == nil {
+			m.Multihost = &st
+		}
+	}
+	return m
+}
+
+// adminUsers converts the config's [[admin.user]] tables.
+func adminUsers(cfg *config.Cluster) []adminapi.User {
+	var out []adminapi.User
+	for _, u := range cfg.Admin.Users {
+		role := adminapi.RoleAdmin
+		if u.Role == config.RoleReadOnly {
+			role = adminapi.RoleReadOnly
+		}
+		out = append(out, adminapi.User{Name: u.Name, PasswordHash: u.PasswordHash, TokenHash: u.TokenHash, Role: role})
+	}
+	return out
+}
+
+// adminPeers lists every member's HTTPS admin API for the merged cluster
+// view: the same port as ours on each member's address.
+func adminPeers(cfg *config.Cluster, listen string) []adminapi.Peer {
+	_, port, err := net.SplitHostPort(listen)
+	if listen == "" || err != nil {
+		return nil
+	}
+	out := make([]adminapi.Peer, 0, len(cfg.Members))
+	for _, m := range cfg.Members {
+		out = append(out, adminapi.Peer{Name: m.Name, PublicKey: m.PublicKey, Addr: net.JoinHostPort(m.Address.String(), port)})
+	}
+	return out
 }

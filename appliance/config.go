@@ -197,6 +197,10 @@ func (a *agent) applyConfig(u confsync.Update) bool {
 			if err := a.ev.Reconfigure(eventsConfig(cfg)); err != nil {
 				a.log.Error().Err(err).Msg("reconfigure events")
 			}
+			self, _ := cfg.MemberByName(a.ac.Node)
+			if err := a.api.Reconfigure(adminUsers(cfg), adminPeers(cfg, a.ac.AdminListen), !self.CanUpdate); err != nil {
+				a.log.Error().Err(err).Msg("reconfigure admin api")
+			}
 			a.log.Info().Str("version", u.Version.String()).Msg("config version applied")
 			return true
 		}

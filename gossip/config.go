@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -81,6 +82,12 @@ type Config struct {
 	// list as alive are joined again (memberlist never re-merges a healed
 	// partition by itself). Default 3s.
 	RejoinInterval time.Duration
+	// Observers are the serf node names admitted to the gossip pool without
+	// an admission token (stock `serf agent`s used for monitoring and user
+	// events), each mapped to the address it must advertise (the zero Addr:
+	// any). They never enter the view: they send no heartbeats. A name must
+	// not also be a member. Default none: every non-member is refused.
+	Observers map[string]netip.Addr
 }
 
 // Defaults used when a Config field is zero.
@@ -150,8 +157,26 @@ func (c Config) withDefaults() (Config, error) {
 	if !c.DisableSerf && len(c.Secret) == 0 {
 		return bad("cluster secret required for encrypted gossip")
 	}
+	if err := checkObservers(c.Observers, c.Members); err != nil {
+		return bad("%v", err)
+	}
 	c.Members = slices.Clone(c.Members)
+	c.Observers = maps.Clone(c.Observers)
 	return c, nil
+}
+
+// checkObservers checks observer names: 1..MaxNameLen bytes and no member
+// of that name (a member must always present its token).
+func checkObservers(obs map[string]netip.Addr, members []Member) error {
+	for _, name := range slices.Sorted(maps.Keys(obs)) {
+		if l := len(name); l == 0 || l > wire.MaxNameLen {
+			return fmt.Errorf("observer name %q of %d bytes (1..%d)", name, l, wire.MaxNameLen)
+		}
+		if slices.ContainsFunc(members, func(m Member) bool { return m.Name == name }) {
+			return fmt.Errorf("observer %q is also a member", name)
+		}
+	}
+	return nil
 }
 
 func checkMembers(ms []Member) error {

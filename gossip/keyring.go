@@ -32,6 +32,22 @@ func DeriveGossipKey(secret []byte) ([]byte, error) {
 	return k, nil
 }
 
+// EncodeKey returns a gossip key as serf writes it: standard base64, the
+// form of `serf agent -encrypt` and of keyring files.
+func EncodeKey(key []byte) string { return base64.StdEncoding.EncodeToString(key) }
+
+// SerfEncryptKey returns the gossip key derived from the cluster secret
+// (DeriveGossipKey) in serf's base64 form, so that a stock `serf agent
+// -encrypt <key>` can join the pool as an observer. After a key rotation the
+// pool uses the primary key of the keyring file instead (ReadKeyringFile).
+func SerfEncryptKey(secret []byte) (string, error) {
+	k, err := DeriveGossipKey(secret)
+	if err != nil {
+		return "", err
+	}
+	return EncodeKey(k), nil
+}
+
 // ReadKeyringFile reads a serf keyring file: a JSON list of base64 keys of
 // 16, 24 or 32 bytes, primary first.
 func ReadKeyringFile(path string) ([][]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strconv"
@@ -58,6 +59,16 @@ func verifyAdmission(cluster string, key ed25519.PublicKey, name string, tags ma
 	}
 	if !ed25519.Verify(key, admissionMessage(cluster, name, be), sig) {
 		return fmt.Errorf("%w: %q token does not verify with its pinned key", ErrAdmission, name)
+	}
+	return nil
+}
+
+// verifyObserver checks a serf observer (a configured name admitted without
+// a token) against the address configured for it (want; the zero Addr
+// accepts any).
+func verifyObserver(name string, want, got netip.Addr) error {
+	if want.IsValid() && want != got {
+		return fmt.Errorf("%w: observer %q advertises %s, configured for %s", ErrAdmission, name, got, want)
 	}
 	return nil
 }
@@ -349,6 +360,8 @@ func (st *serfState) handle(ev serf.Event) {
 				p.serfStatus = status
 				a.emit(MemberEvent{Time: now, Type: EventSerf, Member: m.Name, Reason: out.Type + ": " + status})
 				a.log.Info().Str("member", m.Name).Str("serf_event", out.Type).Str("serf_status", status).Msg("serf membership change")
+			} else if _, obs := a.cfg.Observers[m.Name]; p == nil && obs {
+				a.log.Info().Str("observer", m.Name).Str("addr", addr.Unmap().String()).Str("serf_event", out.Type).Msg("serf observer change")
 			}
 		}
 		a.recompute(now)
@@ -368,28 +381,55 @@ func (st *serfState) handle(ev serf.Event) {
 
 // mergeDelegate refuses serf members whose name is not configured or whose
 // admission token does not verify with the key pinned for that name.
+// Configured observers (Config.Observers) are admitted without a token, from
+// their configured address if one is set.
 type mergeDelegate struct{ a *Agent }
 
 func (d *mergeDelegate) NotifyMerge(members []*serf.Member) error {
 	a := d.a
 	for _, m := range members {
+		addr, _ := netip.AddrFromSlice(m.Addr)
+		addr = addr.Unmap()
 		a.mu.Lock()
 		var key ed25519.PublicKey
+		var obsAddr netip.Addr
+		isObs := false
 		if m.Name == a.cfg.Node {
 			key = a.self.PublicKey
 		} else if p := a.peers[m.Name]; p != nil {
 			key = p.m.PublicKey
+		} else {
+			obsAddr, isObs = a.cfg.Observers[m.Name]
 		}
 		a.mu.Unlock()
-		if err := verifyAdmission(a.cfg.Cluster, key, m.Name, m.Tags); err != nil {
+		var err error
+		if isObs {
+			err = verifyObserver(m.Name, obsAddr, addr)
+		} else {
+			err = verifyAdmission(a.cfg.Cluster, key, m.Name, m.Tags)
+		}
+		if err != nil {
 			a.ctr.admissionRefused.Add(1)
-			addr, _ := netip.AddrFromSlice(m.Addr)
-			if a.limiter.allow(addr.Unmap(), "admission:"+m.Name, time.Now()) {
-				a.log.Warn().Err(err).Str("member", m.Name).Str("addr", addr.Unmap().String()).Msg("serf member refused")
+			if a.limiter.allow(addr, "admission:"+m.Name, time.Now()) {
+				a.log.Warn().Err(err).Str("member", m.Name).Str("addr", addr.String()).Msg("serf member refused")
 			}
 			return err
 		}
 	}
+	return nil
+}
+
+// UpdateObservers replaces the serf observers admitted without a token
+// (config changed; see Config.Observers). It applies to every later merge:
+// an observer removed from the list while it is in the pool stays until it
+// leaves, fails or re-joins (rotate the gossip key to lock it out at once).
+func (a *Agent) UpdateObservers(observers map[string]netip.Addr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := checkObservers(observers, a.cfg.Members); err != nil {
+		return fmt.Errorf("update observers: %w: %v", ErrConfig, err)
+	}
+	a.cfg.Observers = maps.Clone(observers)
 	return nil
 }
 

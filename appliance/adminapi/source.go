@@ -103,16 +103,16 @@ func (f SourceFuncs) Metrics() MetricsSnapshot {
 // are ignored, so the agent may add fields freely; renaming one of these is
 // an API change (docs/API.md).
 type NodeStatus struct {
-	Node          string             `json:"node"`
-	Cluster       string             `json:"cluster"`
-	Version       string             `json:"version"`
-	Configured    bool               `json:"configured"`
-	Health        NodeHealth         `json:"health"`
-	View          NodeView           `json:"view"`
-	ConfigVersion uint64             `json:"config_version"`
-	ConfigHash    string             `json:"config_hash"`
-	Members       []NodeMember       `json:"members"`
-	Groups        []NodeGroup        `json:"groups"`
+	Node          string       `json:"node"`
+	Cluster       string       `json:"cluster"`
+	Version       string       `json:"version"`
+	Configured    bool         `json:"configured"`
+	Health        NodeHealth   `json:"health"`
+	View          NodeView     `json:"view"`
+	ConfigVersion uint64       `json:"config_version"`
+	ConfigHash    string       `json:"config_hash"`
+	Members       []NodeMember `json:"members"`
+	Groups        []NodeGroup  `json:"groups"`
 }
 
 // NodeHealth is a node's own self-test verdict.

@@ -56,7 +56,7 @@ func (s *System) seedFromDevice(ctx context.Context, dev string) (Seed, bool, er
 	if err != nil {
 		return Seed{}, false, fmt.Errorf("read seed drive %s: %w", dev, err)
 	}
-	defer os.Remove(dir)
+	defer func() { _ = os.Remove(dir) }()
 	if err := s.Run.Run(ctx, "", "mount", "-o", "ro", dev, dir); err != nil {
 		s.logf("seed: cannot mount %s: %v", dev, err)
 		return Seed{}, false, nil

@@ -44,7 +44,7 @@ func (f *fakeRunner) Run(_ context.Context, stdin, name string, args ...string) 
 	if name == "umount" {
 		entries, _ := os.ReadDir(args[0])
 		for _, e := range entries {
-			os.RemoveAll(filepath.Join(args[0], e.Name()))
+			_ = os.RemoveAll(filepath.Join(args[0], e.Name()))
 		}
 	}
 	return nil

@@ -134,7 +134,7 @@ func (s Seed) Validate() error {
 	}
 	for i, k := range s.Access.SSHAuthorizedKeys {
 		f := strings.Fields(k)
-		if len(f) < 2 || strings.Contains(k, "\n") || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
+		if len(f) < 2 || strings.Contains(k, "\n") || !isKeyType(f[0]) {
 			return fmt.Errorf("access.ssh_authorized_keys[%d]: not an OpenSSH public key line", i)
 		}
 	}
@@ -151,6 +151,10 @@ func (s Seed) Validate() error {
 		return fmt.Errorf("cluster.action: %q is not \"init\" or \"join\"", s.Cluster.Action)
 	}
 	return nil
+}
+
+func isKeyType(t string) bool {
+	return strings.HasPrefix(t, "ssh-") || strings.HasPrefix(t, "ecdsa-") || strings.HasPrefix(t, "sk-")
 }
 
 // nocloudHostname reads local-hostname from a NoCloud meta-data file, so a

@@ -154,7 +154,12 @@ func dialogue(ctx context.Context, sys *firstboot.System, in *bufio.Reader, out 
 	}); err != nil {
 		return s, false, err
 	}
-	if s.Network.Mode, err = ask("Addressing, dhcp or static", "dhcp", check(func(t *firstboot.Seed, v string) { t.Network.Mode = v; t.Network.Addresses = nil })); err != nil {
+	if s.Network.Mode, err = ask("Addressing, dhcp or static", "dhcp", func(v string) error {
+		if v != "dhcp" && v != "static" {
+			return fmt.Errorf("answer dhcp or static")
+		}
+		return nil
+	}); err != nil {
 		return s, false, err
 	}
 	if s.Network.Mode == "static" {
@@ -260,7 +265,7 @@ func askSecret(in *bufio.Reader, out io.Writer, prompt string) (string, error) {
 		defer func() { _ = stty("echo"); fmt.Fprintln(out) }()
 	}
 	line, err := in.ReadString('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
 		return "", fmt.Errorf("setup: read answer: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
@@ -301,7 +306,7 @@ func (r registryCluster) call(name, password string, args ...string) (string, er
 		if err := os.Setenv(clusterPasswordEnv, password); err != nil {
 			return "", err
 		}
-		defer os.Unsetenv(clusterPasswordEnv)
+		defer func() { _ = os.Unsetenv(clusterPasswordEnv) }()
 	}
 	var out strings.Builder
 	err := c.run(args, &out, r.stderr)

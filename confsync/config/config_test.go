@@ -161,6 +161,26 @@ gatway = "10.0.0.1"
 			`cluster.toml:19: group "web" key "colour": unknown key`,
 			`cluster.toml:22: selftest key "gatway": unknown key`,
 		}},
+		{"admin users", head + `
+[[admin.user]]
+name = "ops"
+password_hash = "plaintext"
+
+[[admin.user]]
+name = "ops"
+token_hash = "sha256:abc"
+role = "root"
+
+[[admin.user]]
+name = "viewer"
+role = "read-only"
+`, []string{
+			`cluster.toml:16: admin user "ops" key "password_hash": not a bcrypt hash (want $2a$/$2b$/$2y$..., 60 characters; make one with 'shoal admin hash-password')`,
+			`cluster.toml:19: admin user "ops" key "name": duplicate user name "ops"`,
+			`cluster.toml:20: admin user "ops" key "token_hash": want "sha256:" + 64 hex digits (make one with 'shoal admin new-token')`,
+			`cluster.toml:21: admin user "ops" key "role": "root" is not one of admin, read-only`,
+			`cluster.toml:23: admin user "viewer" key "password_hash": user "viewer" has neither password_hash nor token_hash`,
+		}},
 		{"unknown top-level table", head + "\n[extra]\nx = 1\n", []string{`cluster.toml:14: key "extra": unknown key`}},
 		{"type mismatch", head + `
 [[group]]

@@ -245,11 +245,17 @@ func clusterSection(table string, index int, m map[string]any) where {
 	w := where{table: table, index: index, section: table}
 	name, _ := m["name"].(string)
 	switch table {
-	case "member", "group":
+	case "member", "group", "observer":
 		if name != "" {
 			w.section = fmt.Sprintf("%s %q", table, name)
 		} else {
 			w.section = fmt.Sprintf("%s #%d", table, index+1)
+		}
+	case "admin.user":
+		if name != "" {
+			w.section = fmt.Sprintf("admin user %q", name)
+		} else {
+			w.section = fmt.Sprintf("admin user #%d", index+1)
 		}
 	case "events.action":
 		if name != "" {

@@ -76,6 +76,20 @@ func Encode(c *Cluster) ([]byte, error) {
 		})
 	}
 	r.Events = re
+	if len(c.Admin.Users) > 0 {
+		ra := &rawAdmin{}
+		for _, u := range c.Admin.Users {
+			ra.User = append(ra.User, rawAdminUser{Name: u.Name, PasswordHash: u.PasswordHash, TokenHash: u.TokenHash, Role: u.Role})
+		}
+		r.Admin = ra
+	}
+	for _, o := range c.Observers {
+		ro := rawObserver{Name: o.Name}
+		if o.Address.IsValid() {
+			ro.Address = o.Address.String()
+		}
+		r.Observer = append(r.Observer, ro)
+	}
 	var b bytes.Buffer
 	if err := toml.NewEncoder(&b).Encode(r); err != nil {
 		return nil, fmt.Errorf("encode cluster config: %w", err)

@@ -4,11 +4,29 @@ package config
 // whose default is not the zero value, so an explicit zero is kept.
 
 type rawCluster struct {
-	Cluster  rawSettings  `toml:"cluster"`
-	Member   []rawMember  `toml:"member"`
-	Group    []rawGroup   `toml:"group"`
-	SelfTest *rawSelfTest `toml:"selftest"`
-	Events   *rawEvents   `toml:"events"`
+	Cluster  rawSettings   `toml:"cluster"`
+	Member   []rawMember   `toml:"member"`
+	Group    []rawGroup    `toml:"group"`
+	SelfTest *rawSelfTest  `toml:"selftest"`
+	Events   *rawEvents    `toml:"events"`
+	Admin    *rawAdmin     `toml:"admin"`
+	Observer []rawObserver `toml:"observer"`
+}
+
+type rawObserver struct {
+	Name    string `toml:"name"`
+	Address string `toml:"address,omitempty"`
+}
+
+type rawAdmin struct {
+	User []rawAdminUser `toml:"user"`
+}
+
+type rawAdminUser struct {
+	Name         string `toml:"name"`
+	PasswordHash string `toml:"password_hash,omitempty"`
+	TokenHash    string `toml:"token_hash,omitempty"`
+	Role         string `toml:"role"`
 }
 
 type rawSettings struct {
@@ -96,4 +114,6 @@ type rawAgent struct {
 	Socket             string `toml:"socket"`
 	LogLevel           string `toml:"log_level"`
 	LogFormat          string `toml:"log_format"`
+	AdminListen        string `toml:"admin_listen"`
+	MetricsListen      string `toml:"metrics_listen"`
 }

@@ -15,6 +15,67 @@ type Cluster struct {
 	Groups   []Group         // [[group]], in file order
 	SelfTest SelfTest        // [selftest]
 	Events   Events          // [events]
+	Admin    Admin           // [admin]
+	// Observers are the [[observer]] tables, in file order: stock serf
+	// agents admitted to the gossip pool without being members.
+	Observers []Observer
+}
+
+// Admin is the [admin] table: who may use the HTTPS admin API.
+type Admin struct {
+	// Users are the [[admin.user]] tables. Default none: the HTTPS API
+	// then answers nobody but peers (node keys).
+	Users []AdminUser
+}
+
+// Admin API roles.
+const (
+	RoleAdmin    = "admin"
+	RoleReadOnly = "read-only"
+)
+
+// AdminUser is one [[admin.user]] table.
+type AdminUser struct {
+	// Name identifies the user (HTTP basic auth user name). Required,
+	// unique.
+	Name string
+	// PasswordHash is a bcrypt hash ("$2a$", "$2b$" or "$2y$"), e.g. from
+	// `shoal admin hash-password`. Optional if TokenHash is set.
+	PasswordHash string
+	// TokenHash is "sha256:" + 64 hex digits of a bearer token, e.g. from
+	// `shoal admin new-token`. Optional if PasswordHash is set.
+	TokenHash string
+	// Role is RoleAdmin (default) or RoleReadOnly.
+	Role string
+}
+
+// Observer is one [[observer]] table: a stock serf agent (`serf agent
+// -node <name> -encrypt <gossip key>`) admitted to the gossip pool without
+// an admission token, to watch members and exchange user events. Observers
+// send no heartbeats, so they are never in the view and never get traffic
+// IPs; anyone holding the gossip key can claim an observer's name (see
+// docs/CONFIG.md for the trade-off).
+type Observer struct {
+	// Name is the serf node name the observer joins with. Required, unique,
+	// not a member's name; letters, digits, '.', '_' and '-', at most 63
+	// characters.
+	Name string
+	// Address, if set, is the only address the observer may advertise; the
+	// zero Addr (default) accepts any.
+	Address netip.Addr
+}
+
+// ObserverAddrs maps every observer's name to its Address (the zero Addr:
+// any), the form gossip.Config.Observers takes; nil when there are none.
+func (c *Cluster) ObserverAddrs() map[string]netip.Addr {
+	if len(c.Observers) == 0 {
+		return nil
+	}
+	out := make(map[string]netip.Addr, len(c.Observers))
+	for _, o := range c.Observers {
+		out[o.Name] = o.Address
+	}
+	return out
 }
 
 // Modes of a traffic IP group.
@@ -295,6 +356,12 @@ type Agent struct {
 	LogLevel string
 	// LogFormat is "console" (default) or "json".
 	LogFormat string
+	// AdminListen is the HTTPS admin API's host:port (API, web page,
+	// /metrics); every member must use the same port. Empty (default) = off.
+	AdminListen string
+	// MetricsListen is a plain-HTTP, unauthenticated /metrics host:port.
+	// Empty (default) = off.
+	MetricsListen string
 }
 
 // DefaultAgent returns the agent defaults (Node is empty and must be set).

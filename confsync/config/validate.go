@@ -1,7 +1,9 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -168,6 +170,30 @@ func convertCluster(e *errs, r *rawCluster) *Cluster {
 		c.Groups = append(c.Groups, g)
 	}
 
+	// [[observer]]
+	obsIdx := map[string]bool{}
+	for i, ro := range r.Observer {
+		w := clusterSection("observer", i, map[string]any{"name": ro.Name})
+		o := Observer{Name: ro.Name}
+		switch {
+		case !validName(ro.Name):
+			e.add(w, "name", "", "observer name %q %s", ro.Name, nameRule)
+		case hasKey(memberIdx, ro.Name):
+			e.add(w, "name", "", "%q is a member; an observer needs a name of its own", ro.Name)
+		case obsIdx[ro.Name]:
+			e.add(w, "name", "", "duplicate observer name %q", ro.Name)
+		}
+		obsIdx[ro.Name] = true
+		if ro.Address != "" {
+			if a, ok := parseIP(ro.Address); ok {
+				o.Address = a
+			} else {
+				e.add(w, "address", "", "%q is not an IP address", ro.Address)
+			}
+		}
+		c.Observers = append(c.Observers, o)
+	}
+
 	// [selftest]
 	c.SelfTest = DefaultSelfTest()
 	if rs := r.SelfTest; rs != nil {
@@ -224,6 +250,35 @@ func convertCluster(e *errs, r *rawCluster) *Cluster {
 			}
 			names[ra.Name] = true
 			ev.Actions = append(ev.Actions, a)
+		}
+	}
+
+	// [admin]
+	if ra := r.Admin; ra != nil {
+		names := map[string]bool{}
+		for i, u := range ra.User {
+			w := clusterSection("admin.user", i, map[string]any{"name": u.Name})
+			au := AdminUser{Name: u.Name, PasswordHash: u.PasswordHash, TokenHash: u.TokenHash, Role: e.oneOf(w, "role", u.Role, RoleAdmin, RoleAdmin, RoleReadOnly)}
+			switch {
+			case u.Name == "" || strings.ContainsAny(u.Name, ": \t"):
+				e.add(w, "name", "", "user name %q must be non-empty without ':' or spaces", u.Name)
+			case names[u.Name]:
+				e.add(w, "name", "", "duplicate user name %q", u.Name)
+			}
+			names[u.Name] = true
+			if u.PasswordHash == "" && u.TokenHash == "" {
+				e.add(w, "password_hash", "", "user %q has neither password_hash nor token_hash", u.Name)
+			}
+			if h := u.PasswordHash; h != "" && !(len(h) == 60 && (strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$"))) {
+				e.add(w, "password_hash", "", "not a bcrypt hash (want $2a$/$2b$/$2y$..., 60 characters; make one with 'shoal admin hash-password')")
+			}
+			if h := u.TokenHash; h != "" {
+				hexPart, ok := strings.CutPrefix(h, "sha256:")
+				if _, err := hex.DecodeString(hexPart); !ok || len(hexPart) != 64 || err != nil {
+					e.add(w, "token_hash", "", "want \"sha256:\" + 64 hex digits (make one with 'shoal admin new-token')")
+				}
+			}
+			c.Admin.Users = append(c.Admin.Users, au)
 		}
 	}
 	return c
@@ -471,6 +526,16 @@ func convertAgent(e *errs, r *rawAgent, dir string) *Agent {
 	}
 	a.LogLevel = e.oneOf(w, "log_level", r.LogLevel, a.LogLevel, "debug", "info", "warn", "error")
 	a.LogFormat = e.oneOf(w, "log_format", r.LogFormat, a.LogFormat, "console", "json")
+	for _, kv := range [][2]string{{"admin_listen", r.AdminListen}, {"metrics_listen", r.MetricsListen}} {
+		key, v := kv[0], kv[1]
+		if v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			e.add(w, key, "", "%q is not host:port (e.g. \":8443\")", v)
+		}
+	}
+	a.AdminListen, a.MetricsListen = r.AdminListen, r.MetricsListen
 	return &a
 }
 

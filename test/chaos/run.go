@@ -169,7 +169,13 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 	}()
 	r.logf("topology %s in %s", r.net.Name(), r.net.Dir())
-	sopts := shoalrun.Options{Binary: opts.Binary, ClusterName: "chaos", Groups: Groups(opts.Nodes),
+	// Every field RenderCluster reads is set explicitly: the config-kill
+	// fault renders new versions from these options.
+	var all []int
+	for i := range opts.Nodes {
+		all = append(all, i)
+	}
+	sopts := shoalrun.Options{Binary: opts.Binary, ClusterName: "chaos", Nodes: all, Groups: Groups(opts.Nodes),
 		HeartbeatInterval: opts.Interval.String()}
 	r.agents, err = NewAgents(r.net, sopts, []string{"SHOAL_XDP_MODE=generic"})
 	if err != nil {

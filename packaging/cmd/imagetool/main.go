@@ -74,7 +74,7 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("mbr: %w", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		start, err := mbr.Install(f, boot, core)
 		if err != nil {
 			return fmt.Errorf("mbr: %w", err)

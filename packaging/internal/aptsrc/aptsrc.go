@@ -193,7 +193,7 @@ func ReadSystem(root string) ([]Source, error) {
 		if err != nil {
 			return fmt.Errorf("read sources: %w", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		s, err := parse(f)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)

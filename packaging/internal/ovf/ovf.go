@@ -148,7 +148,7 @@ func WriteOVA(path string, a Appliance, mtime int64) error {
 	if err != nil {
 		return fmt.Errorf("write ova: %w", err)
 	}
-	defer disk.Close()
+	defer func() { _ = disk.Close() }()
 	st, err := disk.Stat()
 	if err != nil {
 		return fmt.Errorf("write ova: %w", err)
@@ -172,8 +172,8 @@ func WriteOVA(path string, a Appliance, mtime int64) error {
 	if err != nil {
 		return fmt.Errorf("write ova: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	defer func() { _ = tmp.Close() }()
 	tw := tar.NewWriter(tmp)
 	mt := time.Unix(mtime, 0).UTC()
 	add := func(name string, size int64, r io.Reader) error {

@@ -127,7 +127,7 @@ func TestWriteOVA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	tr := tar.NewReader(f)
 	var names []string
 	sums := map[string]string{}

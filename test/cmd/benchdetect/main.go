@@ -349,7 +349,7 @@ func report(out io.Writer, f *flags, trials []trial) (missed bool) {
 	} {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", row.name, ms(percentile(row.ds, 50)), ms(percentile(row.ds, 99)), ms(row.ds[len(row.ds)-1]), ms(mean(row.ds)), len(row.ds))
 	}
-	tw.Flush()
+	_ = tw.Flush()
 	var rs []string
 	for r, k := range reasons {
 		rs = append(rs, fmt.Sprintf("%s: %d", r, k))

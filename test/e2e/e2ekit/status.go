@@ -109,7 +109,7 @@ func (c *Cluster) StatusAPI(i int) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status of %s: %w", harness.NodeName(i), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return nil, fmt.Errorf("status of %s: %w", harness.NodeName(i), err)
@@ -241,7 +241,7 @@ func (c *Cluster) LogEntries(i int) ([]LogEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var out []LogEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -286,7 +286,7 @@ func DialName(ns string, ap netip.AddrPort, timeout time.Duration) (string, erro
 	if err != nil {
 		return "", fmt.Errorf("dial %s from %s: %w", ap, ns, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
