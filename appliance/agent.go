@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,11 +147,15 @@ type agent struct {
 
 	api *adminapi.Server
 
+	rejSeen     map[string]uint64    // heartbeat rejections already reported, by reason (loop only)
+	rejReported map[string]time.Time // last report per reason (loop only)
+
 	cfgUpdates chan confsync.Update   // new config versions to apply, latest wins
 	observed   map[string]confsync.ID // config version last announced by each peer (loop only)
 
 	loopTick       atomic.Int64 // unix nanos of the last agent-loop pass
 	lastViewChange atomic.Int64 // unix nanos of the last view change
+	leaving        atomic.Bool  // shutting down: peers are taking our IPs
 	kick           chan struct{}
 }
 
@@ -193,7 +198,7 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 		Multicast: netip.AddrPortFrom(s.MulticastGroup, s.MulticastPort), Interface: ac.HeartbeatInterface,
 		Unicast: s.HeartbeatMode == config.HeartbeatUnicast, Bind: bind, GossipPort: int(s.GossipPort),
 		Secret: secret, DataDir: filepath.Join(ac.DataDir, "gossip"), Version: version, Verbose: s.Verbose,
-		Logger: log,
+		Logger: log, Observers: cfg.ObserverAddrs(),
 	})
 	if err != nil {
 		return nil, err
@@ -375,12 +380,16 @@ func (a *agent) run(ctx context.Context) error {
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 
 	// Hand off: peers first, so they raise our IPs at once, then drop ours.
+	a.leaving.Store(true)
 	lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
-	if err := a.gossip.Leave(lctx); err != nil {
+	if err := a.gossip.AnnounceLeave(lctx); err != nil {
 		a.log.Warn().Err(err).Msg("leave")
 	}
 	if err := a.dp.DropAll(lctx); err != nil {
 		a.log.Warn().Err(err).Msg("drop traffic IPs")
+	}
+	if err := a.gossip.LeaveSerf(lctx); err != nil {
+		a.log.Warn().Err(err).Msg("leave gossip")
 	}
 	lcancel()
 	a.ev.Close()
@@ -491,6 +500,7 @@ func (a *agent) loop(ctx context.Context) error {
 			}
 		case <-obs.C:
 			a.observePeers()
+			a.reportRejections(time.Now())
 			a.api.Timelines().ObserveDataplane(a.dp.Status())
 			continue
 		case <-a.kick:
@@ -606,6 +616,7 @@ func (a *agent) forwardEvents(ctx context.Context) {
 			case gossip.EventLeft:
 				ev.Type = events.MemberLeft
 			case gossip.EventViewChange:
+				a.lastViewChange.Store(me.Time.UnixNano())
 				ev.Type = events.ViewChanged
 				if me.View != nil {
 					ev.Details = map[string]string{"up": strings.Join(me.View.Up, ","), "epoch": fmt.Sprint(me.View.Epoch)}
@@ -615,7 +626,7 @@ func (a *agent) forwardEvents(ctx context.Context) {
 			}
 			a.ev.Publish(ev)
 		case c := <-a.dp.Conflicts():
-			if since := time.Since(time.Unix(0, a.lastViewChange.Load())); since < conflictQuiet {
+			if since := time.Since(time.Unix(0, a.lastViewChange.Load())); since < conflictQuiet || a.leaving.Load() {
 				// A planned hand-off (make-before-break) or a healing
 				// partition: two holders for a moment are expected.
 				a.log.Debug().Str("ip", c.IP.String()).Str("mac", c.MAC.String()).Dur("since_view_change", since).Msg("other holder during hand-off")
@@ -783,4 +794,22 @@ func adminPeers(cfg *config.Cluster, listen string) []adminapi.Peer {
 		out = append(out, adminapi.Peer{Name: m.Name, PublicKey: m.PublicKey, Addr: net.JoinHostPort(m.Address.String(), port)})
 	}
 	return out
+}
+
+// reportRejections raises a heartbeat-rejected event when gossip rejected
+// packets (forged, replayed, unknown node...), at most once per reason per
+// minute, with the number rejected since the last report.
+func (a *agent) reportRejections(now time.Time) {
+	if a.rejSeen == nil {
+		a.rejSeen, a.rejReported = map[string]uint64{}, map[string]time.Time{}
+	}
+	for reason, n := range a.gossip.Stats().Rejected {
+		seen := a.rejSeen[reason]
+		if n <= seen || now.Sub(a.rejReported[reason]) < time.Minute {
+			continue
+		}
+		a.rejSeen[reason], a.rejReported[reason] = n, now
+		a.ev.Publish(events.Event{Type: events.HeartbeatRejected, Details: map[string]string{
+			"reason": reason, "count": strconv.FormatUint(n-seen, 10), "total": strconv.FormatUint(n, 10)}})
+	}
 }

@@ -375,6 +375,17 @@ func (a *Agent) Stats() Stats { return a.ctr.snapshot() }
 // once), then leaves serf. Run keeps running (answering nothing) until its
 // context ends.
 func (a *Agent) Leave(ctx context.Context) error {
+	if err := a.AnnounceLeave(ctx); err != nil {
+		return err
+	}
+	return a.LeaveSerf(ctx)
+}
+
+// AnnounceLeave is the first half of Leave: this node leaves its own view
+// and sends its signed leave message (three times), so peers drop it from
+// their views at once and raise its traffic IPs. The agent drops its IPs
+// after it, then calls LeaveSerf, whose propagation takes longer.
+func (a *Agent) AnnounceLeave(ctx context.Context) error {
 	a.mu.Lock()
 	a.leaving = true
 	a.recompute(time.Now())
@@ -398,6 +409,11 @@ func (a *Agent) Leave(ctx context.Context) error {
 		}
 	}
 	a.log.Info().Msg("left: leave sent")
+	return nil
+}
+
+// LeaveSerf is the second half of Leave: a graceful serf leave.
+func (a *Agent) LeaveSerf(ctx context.Context) error {
 	if a.serf != nil {
 		if err := a.serf.leave(ctx); err != nil {
 			return fmt.Errorf("leave: %w", err)

@@ -11,8 +11,10 @@
 //     hard monitor timeout) and the resulting View{Up, Epoch, Digest};
 //   - serf and memberlist, embedded as a library: encrypted gossip keyed from
 //     the cluster secret, a persisted keyring with rotation, signed admission
-//     tokens checked by serf's Merge delegate, automatic re-join, user events
-//     and queries. gossip is the ONLY package that imports serf or memberlist.
+//     tokens checked by serf's Merge delegate (configured observers, stock
+//     serf agents, are admitted without one and never enter the view),
+//     automatic re-join, user events and queries. gossip is the ONLY package
+//     that imports serf or memberlist.
 //
 // It must not touch: config files or confsync (the caller passes a Config),
 // allocation, the dataplane (netlink, ARP, XDP), the admin socket or the CLI.

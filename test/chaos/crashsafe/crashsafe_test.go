@@ -309,7 +309,10 @@ func TestKillDuringConfigWrite(t *testing.T) {
 		}()
 		// Early rounds kill within the write, later ones after it may
 		// have completed, so both outcomes are exercised.
-		delay := time.Duration(rng.Int64N(int64(40*time.Millisecond))) + time.Duration(round)*60*time.Millisecond
+		delay := time.Duration(rng.Int64N(int64(8 * time.Millisecond)))
+		if round >= 4 {
+			delay += 60 * time.Millisecond
+		}
 		time.Sleep(delay)
 		if err := r.agents.Kill(0); err != nil {
 			t.Fatal(err)
@@ -328,6 +331,12 @@ func TestKillDuringConfigWrite(t *testing.T) {
 		}
 		if st.ConfigVersion > before {
 			advanced++
+		}
+		var acked struct {
+			Version uint64 `json:"version"`
+		}
+		if ok, js, _ := strings.Cut(answer, "200 OK "); ok == "" && js != "" && json.Unmarshal([]byte(js), &acked) == nil && st.ConfigVersion < acked.Version {
+			t.Errorf("round %d: the agent acknowledged version %d before the kill but restarted with %d", round, acked.Version, st.ConfigVersion)
 		}
 		t.Logf("round %d: killed %v after the POST (answer: %.120s); config version %d -> %d", round, delay.Round(time.Millisecond), answer, before, st.ConfigVersion)
 	}
