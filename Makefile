@@ -250,3 +250,11 @@ test-adminapi:
 	$(call apt_ensure,$(ADMINAPI_DEB_PKGS))
 	SHOAL_REQUIRE_BROWSER=1 $(GO) test -count=1 ./appliance/adminapi/
 	$(GO) test -count=1 -run '^TestExplainCommand$$' ./cmd/shoal/
+
+# --- serf interop ---
+.PHONY: test-serf-interop
+## test-serf-interop: a stock serf agent (go install github.com/hashicorp/serf/cmd/serf@v0.11.0, cached in $(go env GOCACHE)/../shoal-serf) joins 3 netns Shoal agents as an [[observer]]: sees members, user events both ways, an unlisted agent refused (root; ~5 s after builds); plus the observer unit tests
+test-serf-interop: e2e-deps build
+	$(GO) test -count=1 -run 'Observer|SerfEncryptKey' ./gossip/ ./confsync/config/
+	$(GO) test -count=1 -run '^TestKeysGossipKeyCommand$$' ./cmd/shoal/
+	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 5m -v ./test/serfinterop/

@@ -754,6 +754,11 @@ func (a *agent) status() Status {
 		st.Members = append(st.Members, ms)
 	}
 	st.Dataplane = a.dp.Status()
+	if a.mh != nil {
+		if ms, err := a.mh.Status(); err == nil {
+			st.Multihost = ms
+		}
+	}
 	st.Heartbeats = a.gossip.Stats()
 	return st
 }

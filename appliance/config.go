@@ -193,6 +193,9 @@ func (a *agent) applyConfig(u confsync.Update) bool {
 			if err := a.gossip.UpdateMembers(gossipMembers(cfg)); err != nil {
 				a.log.Error().Err(err).Msg("update gossip members")
 			}
+			if err := a.gossip.UpdateObservers(cfg.ObserverAddrs()); err != nil {
+				a.log.Error().Err(err).Msg("update gossip observers")
+			}
 			a.gossip.SetConfigVersion(u.Version.Counter, u.Version.ID())
 			if err := a.ev.Reconfigure(eventsConfig(cfg)); err != nil {
 				a.log.Error().Err(err).Msg("reconfigure events")

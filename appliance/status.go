@@ -16,6 +16,7 @@ type Status struct {
 	Members       []MemberStatus `json:"members"`
 	Groups        []GroupStatus  `json:"groups"`
 	Dataplane     any            `json:"dataplane,omitempty"`
+	Multihost     any            `json:"multihost,omitempty"` // multihost.Status: XDP counters, responder counters, buckets owned
 	Heartbeats    any            `json:"heartbeats,omitempty"`
 }
 

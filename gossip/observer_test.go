@@ -138,7 +138,7 @@ func startRawSerf(t *testing.T, h netns.NsHandle, name string, addr netip.Addr, 
 		sc.NodeName, sc.MemberlistConfig, sc.Logger, sc.EventCh = name, mlc, lg, ch
 		r.s, err = serf.Create(sc)
 		if err != nil {
-			nt.Shutdown()
+			_ = nt.Shutdown()
 		}
 		return err
 	}); err != nil {
@@ -159,7 +159,7 @@ func startRawSerf(t *testing.T, h netns.NsHandle, name string, addr netip.Addr, 
 			}
 		}
 	}()
-	t.Cleanup(func() { r.s.Shutdown(); close(done) })
+	t.Cleanup(func() { _ = r.s.Shutdown(); close(done) })
 	return r
 }
 
@@ -207,7 +207,7 @@ func TestNetnsSerfObserver(t *testing.T) {
 		}
 		a, name := agents[i], cfg.Node
 		wg.Add(2)
-		go func() { defer wg.Done(); a.Run(ctx) }()
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
 		go func() {
 			defer wg.Done()
 			for {
@@ -299,7 +299,9 @@ func TestNetnsSerfObserver(t *testing.T) {
 			got := refused()
 			return got > before, fmt.Sprintf("AdmissionRefused %d, was %d", got, before)
 		})
-		r.s.Shutdown()
+		if err := r.s.Shutdown(); err != nil {
+			t.Errorf("shutdown %s: %v", tc.name, err)
+		}
 	}
 	for _, i := range real {
 		for _, m := range agents[i].SerfMembers() {

@@ -43,7 +43,11 @@ func TestKeysGossipKeyCommand(t *testing.T) {
 		{"agent file, rotated keyring", writeKeyring, []string{"--config", agent}, 0, gossip.EncodeKey(rotated) + "\n", ""},
 		{"secret file wins", nil, []string{"--config", agent, "--secret-file", secret}, 0, derived + "\n", ""},
 		{"missing secret", nil, []string{"--secret-file", filepath.Join(dir, "nope")}, 1, "", "read cluster secret"},
-		{"empty secret", func(t *testing.T) { os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600) }, []string{"--secret-file", filepath.Join(dir, "empty")}, 1, "", "empty cluster secret"},
+		{"empty secret", func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"--secret-file", filepath.Join(dir, "empty")}, 1, "", "empty cluster secret"},
 		{"extra argument", nil, []string{"x"}, 2, "", "unexpected argument"},
 	}
 	for _, tc := range tests {

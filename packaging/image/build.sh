@@ -98,6 +98,8 @@ image() {
 	cp "$DEB" "$rootfs/tmp/shoal.deb"
 	chroot "$rootfs" dpkg -i /tmp/shoal.deb >/dev/null
 	rm -f "$rootfs/tmp/shoal.deb"
+	# the installed package works on this Debian 12 tree
+	log "image: $(chroot "$rootfs" shoal version)"
 	cp -a "$HERE/overlay/." "$rootfs/"
 	sed -i "s/@ROOT_UUID@/$ROOT_UUID/g" "$rootfs/etc/fstab" "$rootfs/boot/grub/grub.cfg"
 	chroot "$rootfs" systemctl enable shoal.service shoal-firstboot.service shoal-ready.service systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
@@ -137,6 +139,11 @@ image() {
 		--add-section .linux="$rootfs/boot/vmlinuz-$kver" --change-section-vma .linux=$linux_vma \
 		--add-section .initrd="$rootfs/boot/initrd.img-$kver" --change-section-vma .initrd=$initrd_vma \
 		"$stub" "$work/BOOTX64.EFI"
+	# objcopy stamps the PE header with the current time: use SOURCE_DATE_EPOCH.
+	local pe_off
+	pe_off=$(od -An -tu4 -j60 -N4 "$work/BOOTX64.EFI" | tr -d ' ')
+	printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((SOURCE_DATE_EPOCH & 255)) $((SOURCE_DATE_EPOCH >> 8 & 255)) $((SOURCE_DATE_EPOCH >> 16 & 255)) $((SOURCE_DATE_EPOCH >> 24 & 255)))" |
+		dd of="$work/BOOTX64.EFI" bs=1 seek=$((pe_off + 8)) conv=notrunc status=none
 	touch -d "@$SOURCE_DATE_EPOCH" "$work/BOOTX64.EFI"
 	local esp_mib=96
 	rm -f "$work/esp.img"
@@ -166,6 +173,13 @@ CFG
 	rm -f "$work/root.img"
 	E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L shoal-root -U "$ROOT_UUID" \
 		-E "hash_seed=$ROOT_UUID,lazy_itable_init=1,root_owner=0:0" -d "$rootfs" "$work/root.img" "${root_mib}M"
+	# mkfs.ext4 -d copies each file's atime and ctime (which touch cannot
+	# set): pin both to SOURCE_DATE_EPOCH so the bytes do not depend on when
+	# the build ran.
+	(cd "$rootfs" && find . -mindepth 1 -printf '%P\n') | grep -v '"' |
+		awk -v t="@$SOURCE_DATE_EPOCH" '{printf "sif \"/%s\" atime %s\nsif \"/%s\" ctime %s\n", $0, t, $0, t} END {printf "sif / atime %s\nsif / ctime %s\n", t, t}' > "$work/times.debugfs"
+	E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/times.debugfs" "$work/root.img" >/dev/null 2>"$work/debugfs.err" ||
+		{ cat "$work/debugfs.err" >&2; exit 1; }
 
 	# The GPT disk: 1 MiB BIOS boot, ESP, root; 1 MiB spare at the end for
 	# the backup GPT.

@@ -573,7 +573,7 @@ func malformedCounters(t *testing.T, r *rig) counters {
 	var c counters
 	for _, i := range []int{0, 1} {
 		st := r.status(t, i)
-		b, err := json.Marshal(st.Dataplane)
+		b, err := json.Marshal([]any{st.Dataplane, st.Multihost})
 		if err != nil {
 			t.Fatal(err)
 		}
