@@ -8,8 +8,9 @@ BIN         := bin/shoal
 export CGO_ENABLED := 0
 
 # Debian packages the tests and benchmarks use. Installed once; `deps`
-# is a no-op when they are all present.
-DEB_PKGS := iproute2 nftables keepalived iputils-ping tcpdump
+# is a no-op when they are all present. (sysctl is in procps; chromium runs
+# the web page test; keepalived is the failover peer.)
+DEB_PKGS := iproute2 nftables keepalived iputils-ping tcpdump procps chromium curl
 DEB_GEN_PKGS := clang llvm libbpf-dev
 
 .PHONY: all build test test-unit lint bench deps generate demo clean fuzz
@@ -25,9 +26,11 @@ deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-## test: every test, including the root-only network-namespace tests
+## test: every test, including the root-only network-namespace, XDP, browser and chaos tests (~5 min)
 test: deps build
-	$(GO) test -count=1 -timeout 20m ./...
+	@[ "$$(id -u)" = 0 ] || echo "WARNING: not root: the network-namespace and XDP tests will SKIP (run: sudo make test)"
+	SHOAL_BIN=$(CURDIR)/$(BIN) SHOAL_E2E_BIN=$(CURDIR)/$(BIN) SHOAL_REQUIRE_BROWSER=1 \
+		$(GO) test -count=1 -timeout 14m ./...
 
 ## test-unit: tests that need no root
 test-unit:
@@ -45,8 +48,8 @@ generate:
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	$(GO) generate ./bpf/...
 
-## bench: every benchmark
-bench: bench-allocate
+## bench: every benchmark, one after the other (root; ~20 min)
+bench: bench-allocate bench-xdp bench-detect bench-failover bench-config bench-config-netns
 
 ## bench-allocate: allocation time, 8 members x 256 IPs
 bench-allocate:

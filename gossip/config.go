@@ -202,7 +202,7 @@ func checkMembers(ms []Member) error {
 // Detector timings derived from the interval; see docs/PROTOCOL.md.
 type timings struct {
 	interval     time.Duration
-	suspectAfter time.Duration // silence before suspicion: 1.5 intervals + margin
+	suspectAfter time.Duration // silence before suspicion: 1.5 intervals + a 5 % margin
 	window       time.Duration // probe confirmation window
 	retransmit   time.Duration // probe retransmit period inside the window
 	tick         time.Duration // detector resolution
@@ -214,9 +214,9 @@ type timings struct {
 func newTimings(interval, monitor time.Duration) timings {
 	return timings{
 		interval:     interval,
-		suspectAfter: interval*3/2 + interval/10,
-		window:       interval / 2,
-		retransmit:   interval / 10,
+		suspectAfter: interval*3/2 + interval/20,
+		window:       interval * 2 / 5,
+		retransmit:   interval / 20,
 		tick:         max(interval/20, time.Millisecond),
 		fresh:        interval,
 		recoverGap:   2 * interval,
