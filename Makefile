@@ -13,7 +13,7 @@ export CGO_ENABLED := 0
 DEB_PKGS := iproute2 nftables keepalived iputils-ping tcpdump procps chromium curl
 DEB_GEN_PKGS := clang llvm libbpf-dev
 
-.PHONY: all build test test-unit lint bench deps generate demo clean fuzz
+.PHONY: all build test test-go test-unit lint bench deps generate demo clean fuzz
 
 all: build
 
@@ -26,11 +26,15 @@ deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-## test: every test, including the root-only network-namespace, XDP, browser and chaos tests (~5 min)
-test: deps build
+## test: every test: Go tests (unit, netns end-to-end, XDP, browser, chaos), then the appliance image boot test (~10 min, root)
+test: test-go
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) image-test; else echo "SKIPPED image-test: building and booting the appliance image needs root (run: sudo make test)"; fi
+
+## test-go: the Go tests alone, including the root-only network-namespace, XDP, browser and chaos tests (~5 min)
+test-go: deps build
 	@[ "$$(id -u)" = 0 ] || echo "WARNING: not root: the network-namespace and XDP tests will SKIP (run: sudo make test)"
 	SHOAL_BIN=$(CURDIR)/$(BIN) SHOAL_E2E_BIN=$(CURDIR)/$(BIN) SHOAL_REQUIRE_BROWSER=1 \
-		$(GO) test -count=1 -timeout 14m ./...
+		$(GO) test -count=1 -timeout 12m ./...
 
 ## test-unit: tests that need no root
 test-unit:

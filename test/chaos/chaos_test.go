@@ -13,8 +13,8 @@ import (
 
 // shortSeed and shortDuration fix the chaos run of `make test`.
 const (
-	shortSeed     = 20261121
-	shortDuration = 50 * time.Second
+	shortSeed     = 1078
+	shortDuration = 45 * time.Second
 )
 
 func needRoot(t *testing.T) {
@@ -58,7 +58,7 @@ func shoalBinary(t *testing.T) string {
 }
 
 // TestChaosShort is the bounded chaos run of `make test`: a fixed seed,
-// 50 s of faults on 5 agents, every invariant of the oracle asserted.
+// 45 s of faults on 5 agents, every invariant of the oracle asserted.
 func TestChaosShort(t *testing.T) {
 	needRoot(t)
 	if testing.Short() {
