@@ -229,7 +229,7 @@ chaos: deps build
 test-chaos: deps build
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m -v ./test/chaos/...
 
-## test-hostile: forged/replayed/foreign heartbeats, intruder serf member, malformed ARP/NDP against real agents (root)
+## test-hostile: forged/replayed/foreign heartbeats, intruder agent, malformed ARP/NDP, refused admin API writes and restricted-node config pushes against real agents (root)
 test-hostile: deps build
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 5m -v ./test/hostile/
 

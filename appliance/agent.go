@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,6 +148,8 @@ type agent struct {
 
 	api *adminapi.Server
 
+	refusedAt sync.Map // admin refusal reason -> time.Time of the last event
+
 	rejSeen     map[string]uint64    // heartbeat rejections already reported, by reason (loop only)
 	rejReported map[string]time.Time // last report per reason (loop only)
 
@@ -249,7 +252,8 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 	a.api, err = adminapi.New(adminapi.SourceFuncs{
 		StatusFunc: func() any { return a.status() }, EventsFunc: a.ev.Recent, SubscribeFunc: a.ev.Subscribe,
 		ExplainFunc: a.explain, MetricsFunc: a.metricsSnapshot,
-	}, adminapi.Options{Node: ac.Node, Key: key, Users: adminUsers(cfg), ReadOnly: !self.CanUpdate, Peers: adminPeers(cfg, ac.AdminListen), Logger: log})
+	}, adminapi.Options{Node: ac.Node, Key: key, Users: adminUsers(cfg), ReadOnly: !self.CanUpdate, Peers: adminPeers(cfg, ac.AdminListen), Logger: log,
+		OnRefused: a.onAdminRefused})
 	if err != nil {
 		a.gossip.Close()
 		a.dp.Close()
@@ -760,6 +764,7 @@ func (a *agent) status() Status {
 		}
 	}
 	st.Heartbeats = a.gossip.Stats()
+	st.Goroutines = runtime.NumGoroutine()
 	return st
 }
 
@@ -817,4 +822,18 @@ func (a *agent) reportRejections(now time.Time) {
 		a.ev.Publish(events.Event{Type: events.HeartbeatRejected, Details: map[string]string{
 			"reason": reason, "count": strconv.FormatUint(n-seen, 10), "total": strconv.FormatUint(n, 10)}})
 	}
+}
+
+// onAdminRefused raises an admin-refused event for a refused HTTPS admin API
+// request, at most one per reason every 10 s (a password guesser must not
+// flood scripts and mail; every refusal is counted in the metrics anyway).
+func (a *agent) onAdminRefused(r adminapi.Refusal) {
+	now := time.Now()
+	if last, ok := a.refusedAt.Load(r.Reason); ok && now.Sub(last.(time.Time)) < 10*time.Second {
+		return
+	}
+	a.refusedAt.Store(r.Reason, now)
+	a.ev.Publish(events.Event{Type: events.AdminRefused, Details: map[string]string{
+		"status": strconv.Itoa(r.Status), "reason": r.Reason, "user": r.User, "remote": r.Remote,
+		"method": r.Method, "path": r.Path}})
 }

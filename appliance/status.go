@@ -18,6 +18,7 @@ type Status struct {
 	Dataplane     any            `json:"dataplane,omitempty"`
 	Multihost     any            `json:"multihost,omitempty"` // multihost.Status: XDP counters, responder counters, buckets owned
 	Heartbeats    any            `json:"heartbeats,omitempty"`
+	Goroutines    int            `json:"goroutines"` // the agent's goroutines now (leak checks)
 }
 
 // HealthStatus is this node's own self-test verdict.

@@ -3,13 +3,14 @@ package confsync
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/shoal-project/shoal/confsync/identity"
 )
 
 // Member is what confsync needs to know about one cluster member: its pinned
@@ -104,26 +105,12 @@ func MembersFromTOML(content []byte) (Authority, error) {
 	return out, nil
 }
 
-// ParsePublicKey decodes the config form "ed25519:<base64 of 32 bytes>".
-func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	b64, ok := strings.CutPrefix(s, "ed25519:")
-	if !ok {
-		return nil, fmt.Errorf("parse public key %q: want ed25519:<base64>", s)
-	}
-	b, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("parse public key: %w", err)
-	}
-	if len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("parse public key: %d bytes, want %d", len(b), ed25519.PublicKeySize)
-	}
-	return ed25519.PublicKey(b), nil
-}
+// ParsePublicKey parses the config form "ed25519:<base64>" (see
+// confsync/identity, which owns the format).
+func ParsePublicKey(s string) (ed25519.PublicKey, error) { return identity.ParsePublicKey(s) }
 
 // FormatPublicKey renders a public key in the config form.
-func FormatPublicKey(pub ed25519.PublicKey) string {
-	return "ed25519:" + base64.StdEncoding.EncodeToString(pub)
-}
+func FormatPublicKey(pub ed25519.PublicKey) string { return identity.FormatPublicKey(pub) }
 
 // PinSet is the set of member identities a node currently trusts, shared
 // between a Node (which replaces it whenever its current configuration

@@ -308,12 +308,16 @@ func (s *Server) withAuth(next http.Handler) http.Handler {
 			if reason != authMissing {
 				s.logAuthFailure(r, reason)
 			}
+			if reason != authMissing || !readMethod(r.Method) {
+				s.refused(r, http.StatusUnauthorized, reason)
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="shoal", charset="UTF-8"`)
 			writeError(w, http.StatusUnauthorized, "authentication required")
 			return
 		}
 		if !readMethod(r.Method) && p.Role != RoleAdmin {
 			s.metrics.forbidden.Inc()
+			s.refused(r, http.StatusForbidden, "read-only")
 			writeError(w, http.StatusForbidden, fmt.Sprintf("%s is %s: %s not allowed", p.Name, p.Role, r.Method))
 			return
 		}
@@ -332,4 +336,13 @@ func (s *Server) logAuthFailure(r *http.Request, reason string) {
 	user, _, _ := r.BasicAuth()
 	s.log.Warn().Str("remote", r.RemoteAddr).Str("reason", reason).Str("user", user).
 		Msg("admin API authentication failed (further failures are counted, not logged, for 10 s)")
+}
+
+// refused reports a refused request to Options.OnRefused.
+func (s *Server) refused(r *http.Request, status int, reason string) {
+	if s.onRefused == nil {
+		return
+	}
+	user, _, _ := r.BasicAuth()
+	s.onRefused(Refusal{Status: status, Reason: reason, User: user, Remote: r.RemoteAddr, Method: r.Method, Path: r.URL.Path})
 }

@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -110,6 +111,36 @@ func TestAuthFailuresExported(t *testing.T) {
 	w := do(s.MetricsHandler(), "GET", "/metrics", nil)
 	if want := `shoal_admin_auth_failures_total{reason="bad_password"} 3`; !strings.Contains(w.Body.String(), want) {
 		t.Errorf("metrics lack %q", want)
+	}
+}
+
+// Refused requests reach OnRefused (the agent raises admin-refused events);
+// an anonymous read (a browser's first request) does not.
+func TestOnRefused(t *testing.T) {
+	var got []Refusal
+	s := newTestServer(t, &fakeSource{status: clusterStatus("a", names, nil, nil, 1)}, Options{
+		Users: []User{
+			{Name: "alice", PasswordHash: lowCostHash(t, "pw"), Role: RoleAdmin},
+			{Name: "bob", PasswordHash: lowCostHash(t, "pw"), Role: RoleReadOnly},
+		},
+		OnRefused: func(r Refusal) { got = append(got, r) },
+	})
+	do(s.Handler(), "GET", "/api/v1/status", nil)
+	do(s.Handler(), "POST", "/api/v1/status", nil)
+	do(s.Handler(), "GET", "/api/v1/status", func(r *http.Request) { r.SetBasicAuth("alice", "guess") })
+	do(s.Handler(), "POST", "/api/v1/status", func(r *http.Request) { r.SetBasicAuth("bob", "pw") })
+	do(s.Handler(), "GET", "/api/v1/status", func(r *http.Request) { r.SetBasicAuth("alice", "pw") })
+	want := []string{"401 missing POST", "401 bad_password GET alice", "403 read-only POST bob"}
+	var have []string
+	for _, r := range got {
+		h := fmt.Sprintf("%d %s %s", r.Status, r.Reason, r.Method)
+		if r.User != "" {
+			h += " " + r.User
+		}
+		have = append(have, h)
+	}
+	if diff := cmp.Diff(want, have); diff != "" {
+		t.Errorf("refusals (-want +got):\n%s", diff)
 	}
 }
 

@@ -52,6 +52,20 @@ type Options struct {
 	// ClusterEvents is how many events the cluster view keeps; default 50.
 	ClusterEvents int
 	Logger        zerolog.Logger
+	// OnRefused, if set, is called for every refused request (401 with
+	// wrong or malformed credentials, any 401 on a writing method, and
+	// 403), so the agent can raise an event. It must not block.
+	OnRefused func(Refusal)
+}
+
+// Refusal describes one refused admin API request.
+type Refusal struct {
+	Status int    // 401 or 403
+	Reason string // the auth failure reason, or "read-only"
+	User   string // the user name presented, if any
+	Remote string // the client's address
+	Method string
+	Path   string
 }
 
 // Server is the HTTPS admin API, the metrics and the web page.
@@ -73,6 +87,7 @@ type Server struct {
 	nEvents   int
 
 	lastAuthLog atomic.Int64
+	onRefused   func(Refusal)
 }
 
 // New validates o and builds the server; nothing listens yet.
@@ -103,7 +118,7 @@ func New(src Source, o Options) (*Server, error) {
 	}
 	s := &Server{src: src, node: o.Node, log: o.Logger.With().Str("component", "adminapi").Logger(),
 		timelines: o.Timelines, certs: []tls.Certificate{nodeCert, browserCert}, mux: http.NewServeMux(),
-		nEvents: o.ClusterEvents, cacheTTL: clusterCacheTTL}
+		nEvents: o.ClusterEvents, cacheTTL: clusterCacheTTL, onRefused: o.OnRefused}
 	s.access.Store(acc)
 	s.reg, s.metrics = newRegistry(s)
 	s.peers = newPeerClient(nodeCert, o.PeerTimeout, func() *access { return s.access.Load() })

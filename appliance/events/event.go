@@ -34,6 +34,8 @@ const (
 
 	HeartbeatRejected Type = "heartbeat-rejected" // Details: reason = forged | replayed | unknown
 	DuplicateIP       Type = "duplicate-ip"       // another MAC answers ARP/ND for an IP we hold (split-brain alarm; Details: mac)
+
+	AdminRefused Type = "admin-refused" // the HTTPS admin API refused a request (Details: status, reason, user, remote, method)
 )
 
 // AllTypes lists every event Type in a stable order.
@@ -44,6 +46,7 @@ var AllTypes = []Type{
 	SharesChanged, ViewChanged,
 	ConfigApplied, ConfigRejected, ConfigConflict,
 	HeartbeatRejected, DuplicateIP,
+	AdminRefused,
 }
 
 // Valid reports whether t is one of AllTypes.
@@ -85,7 +88,7 @@ func DefaultSeverity(t Type) Severity {
 	switch t {
 	case MemberFailed, SelftestFailed, DuplicateIP:
 		return SeverityCritical
-	case MemberLeft, ConfigRejected, ConfigConflict, HeartbeatRejected:
+	case MemberLeft, ConfigRejected, ConfigConflict, HeartbeatRejected, AdminRefused:
 		return SeverityWarning
 	default:
 		return SeverityInfo

@@ -68,6 +68,12 @@ func mergeEnv(base, add []string) []string {
 	out := make([]string, 0, len(base)+len(add))
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
+		// SHOAL_* and SERF_* belong to the event: never pass the agent's
+		// own (e.g. SHOAL_XDP_MODE) through, so a script sees exactly the
+		// documented contract.
+		if strings.HasPrefix(k, "SHOAL_") || strings.HasPrefix(k, "SERF_") {
+			continue
+		}
 		if !set[k] {
 			out = append(out, kv)
 		}

@@ -122,6 +122,10 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if len(b) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("parse public key: %d bytes, want %d", len(b), ed25519.PublicKeySize)
 	}
+	// The decoder skips newlines; one key must have one spelling.
+	if base64.StdEncoding.EncodeToString(b) != rest {
+		return nil, fmt.Errorf("parse public key: not in canonical base64 (no spaces or line breaks)")
+	}
 	return ed25519.PublicKey(b), nil
 }
 

@@ -158,7 +158,7 @@ func (s *Schedule) Next() Spec {
 	case KindStop:
 		// Stopped for less than the detection time minus one interval:
 		// the process resumes before its peers' probe window closes.
-		sp.Hold = s.dur(iv*3/10, iv*9/10)
+		sp.Hold = s.dur(iv*3/10, iv*8/10)
 	case KindQuota:
 		sp.Percent = 10
 		sp.Hold = s.dur(3*time.Second, 8*time.Second)

@@ -46,7 +46,7 @@ type Report struct {
 	Nodes    int
 	Interval time.Duration // heartbeat interval
 	// Floor is the detection floor: a silent member is declared down this
-	// long after its last heartbeat (suspicion 1.6 I + probe window 0.5 I).
+	// long after its last heartbeat (suspicion 1.55 I + probe window 0.4 I).
 	Floor          time.Duration
 	CheckWindow    time.Duration
 	DoubleBound    time.Duration

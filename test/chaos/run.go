@@ -107,9 +107,10 @@ func (o *Options) defaults() error {
 }
 
 // Floor is the detection floor for a heartbeat interval: a member that
-// falls silent is declared down 1.6 I (suspicion) + 0.5 I (probe window)
-// after its last heartbeat (docs/PROTOCOL.md).
-func Floor(interval time.Duration) time.Duration { return interval * 21 / 10 }
+// falls silent is suspected 1.55 I after its last heartbeat and declared
+// down when the 0.4 I probe window closes, 1.95 I in all (docs/PROTOCOL.md,
+// gossip's detector timings).
+func Floor(interval time.Duration) time.Duration { return interval * 39 / 20 }
 
 // Groups returns the traffic IP groups of a run on n nodes: a single-hosted
 // group on every node (three IPv4 and one IPv6 address), a single-hosted

@@ -92,7 +92,11 @@ type rig struct {
 	sopts  shoalrun.Options
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t, "", nil) }
+
+// newRigWith is newRig with extra cluster TOML and a hook that may edit the
+// generated files before the agents start.
+func newRigWith(t *testing.T, extraTOML string, edit func(*chaos.Agents) error) *rig {
 	t.Helper()
 	needRoot(t)
 	bin := shoalBinary(t)
@@ -110,10 +114,15 @@ func newRig(t *testing.T) *rig {
 	sopts := shoalrun.Options{Binary: bin, ClusterName: clusterName, Nodes: []int{0, 1}, Groups: []shoalrun.Group{
 		{Name: "web", Mode: "single", IPs: []netip.Addr{singleIP}},
 		{Name: "mh", Mode: "multi", IPs: []netip.Addr{multi4, multi6}},
-	}}
+	}, ExtraTOML: extraTOML}
 	a, err := chaos.NewAgents(n, sopts, []string{"SHOAL_XDP_MODE=generic"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		if err := edit(a); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() { _ = a.StopAll(2 * time.Second) })
 	if _, err := n.ServeAll(servePort); err != nil {

@@ -358,7 +358,7 @@ func report(out io.Writer, f *flags, trials []trial) (missed bool) {
 	fmt.Fprintf(out, "how survivors decided: %s\n", strings.Join(rs, ", "))
 	all := col(func(t trial) time.Duration { return t.all })
 	p50, p99 := percentile(all, 50), percentile(all, 99)
-	fmt.Fprintf(out, "theoretical floor: suspicion after %v of silence (1.5 intervals + 5 % margin), then a %v probe window;\n"+
+	fmt.Fprintf(out, "theoretical floor: suspicion after %v of silence (1.5 intervals + 5%% margin), then a %v probe window;\n"+
 		"  a crash at a uniform phase after the last heartbeat gives %v .. %v (median %v), plus up to 2 detector ticks (%v each)\n",
 		suspect, window, suspect+window-I, suspect+window, suspect+window-I/2, tick)
 	goal := func(name string, got, want time.Duration) {
