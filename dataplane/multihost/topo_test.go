@@ -2,18 +2,24 @@ package multihost
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/shoal-project/shoal/bpf"
 	"github.com/shoal-project/shoal/dataplane"
 	"github.com/vishvananda/netns"
 )
@@ -161,13 +167,13 @@ type server struct {
 	ln   net.Listener
 	mu   sync.Mutex
 	seen map[string]int // client address -> accepts
-	conn []net.Conn
+	conn map[net.Conn]struct{}
 	wg   sync.WaitGroup
 }
 
 func startServer(t testing.TB, ns netns.NsHandle, name string) *server {
 	t.Helper()
-	s := &server{name: name, seen: map[string]int{}}
+	s := &server{name: name, seen: map[string]int{}, conn: map[net.Conn]struct{}{}}
 	err := inNS(ns, func() error {
 		var err error
 		s.ln, err = net.Listen("tcp", fmt.Sprintf(":%d", testPort))
@@ -186,11 +192,17 @@ func startServer(t testing.TB, ns netns.NsHandle, name string) *server {
 			}
 			s.mu.Lock()
 			s.seen[c.RemoteAddr().String()]++
-			s.conn = append(s.conn, c)
+			s.conn[c] = struct{}{}
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
+				defer func() { // the client closed: release the socket
+					s.mu.Lock()
+					delete(s.conn, c)
+					s.mu.Unlock()
+					c.Close()
+				}()
 				r := bufio.NewReader(c)
 				for {
 					if _, err := r.ReadString('\n'); err != nil {
@@ -212,11 +224,11 @@ func startServer(t testing.TB, ns netns.NsHandle, name string) *server {
 func (s *server) crash() {
 	s.ln.Close()
 	s.mu.Lock()
-	for _, c := range s.conn {
+	for c := range s.conn {
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close()
 	}
-	s.conn = nil
+	clear(s.conn)
 	s.mu.Unlock()
 	s.wg.Wait()
 }
@@ -261,4 +273,183 @@ func dial(ns netns.NsHandle, local, vip netip.Addr) (*clientConn, error) {
 		return nil, fmt.Errorf("first exchange: %w", err)
 	}
 	return cc, nil
+}
+
+// Share test: many short connections from fixed client ports, so the hash
+// inputs, and thus the expected owner of every connection and the expected
+// shares, are fixed and known in advance.
+
+const (
+	shareConns    = 10000 // connections per phase
+	sharePortBase = 20000 // client ports sharePortBase .. sharePortBase+shareConns-1, below ip_local_port_range
+	shareParallel = 64    // connections in flight at once
+	shareTol      = 0.03  // each node's share within +-3 % of even
+	shareMaxFails = 10    // stop a phase after this many failed connections
+)
+
+// oneShot opens a connection from local:port to vip, exchanges one line and
+// closes it. It returns the node that answered.
+func oneShot(ctx context.Context, ns netns.NsHandle, local netip.Addr, port uint16, vip netip.Addr) (string, error) {
+	var c net.Conn
+	err := inNS(ns, func() error {
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, port))}
+		var err error
+		c, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(vip, testPort).String())
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	cc := &clientConn{c: c, r: bufio.NewReader(c)}
+	node, err := cc.ping()
+	if err != nil {
+		return "", fmt.Errorf("exchange: %w", err)
+	}
+	return node, nil
+}
+
+// shareResult is what happened to one connection of a share phase.
+type shareResult struct {
+	port uint16
+	node string
+	err  error
+}
+
+// openShort opens n short connections from local, ports sharePortBase.., with
+// at most shareParallel in flight, and returns one result per port (in port
+// order). It stops early after shareMaxFails failures.
+func (cl *cluster) openShort(t *testing.T, n int, local, vip netip.Addr) []shareResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	res := make([]shareResult, n)
+	next := make(chan int)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		fails int
+	)
+	for range shareParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				port := uint16(sharePortBase + i)
+				node, err := oneShot(ctx, cl.clientNS, local, port, vip)
+				res[i] = shareResult{port: port, node: node, err: err}
+				if err != nil {
+					mu.Lock()
+					if fails++; fails >= shareMaxFails {
+						cancel()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			for j := i; j < n; j++ {
+				res[j] = shareResult{port: uint16(sharePortBase + j), err: fmt.Errorf("not attempted: %w", ctx.Err())}
+			}
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return res
+}
+
+// TestMultiHostedShares opens 10,000 connections from fixed client ports to
+// the multi-hosted IP, with three and with four nodes alive: every
+// connection must be answered and accepted exactly once by the node the Go
+// reference hash and the owner table predict, none may fail or be reset,
+// and each node's share must be within +-3 % of even. The ports are fixed,
+// so the expected shares are a fixed property of the hash, computed here
+// and compared with the real kernel run.
+func TestMultiHostedShares(t *testing.T) {
+	requireRoot(t)
+	cl := newCluster(t, 4)
+	for i, tc := range []struct {
+		name  string
+		alive []bool
+	}{
+		{"three nodes", []bool{true, true, true, false}},
+		{"four nodes", []bool{true, true, true, true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for j, a := range tc.alive {
+				cl.setLink(t, j, a)
+			}
+			owners := cl.apply(t, tc.alive, nil)
+			local := clientAddr(i) // a fresh address per phase: no TIME-WAIT from the last one
+			var nodes []string
+			for j, a := range tc.alive {
+				if a {
+					nodes = append(nodes, cl.names[j])
+				}
+			}
+
+			start := time.Now()
+			res := cl.openShort(t, shareConns, local, testVIP4)
+			elapsed := time.Since(start)
+
+			wantShares, gotShares := map[string]int{}, map[string]int{}
+			failed, resets, wrong := 0, 0, 0
+			for _, r := range res {
+				b := bpf.Bucket(local, testVIP4, r.port, testPort, testSeed, false)
+				want := "none"
+				if o := owners[b]; o != dataplane.NoOwner {
+					want = cl.names[o]
+				}
+				wantShares[want]++
+				if r.err != nil {
+					failed++
+					if errors.Is(r.err, syscall.ECONNRESET) {
+						resets++
+					}
+					if failed <= 5 {
+						t.Errorf("connection from port %d (owner %s): %v", r.port, want, r.err)
+					}
+					continue
+				}
+				gotShares[r.node]++
+				addr := netip.AddrPortFrom(local, r.port).String()
+				accepts := map[string]int{}
+				for _, s := range cl.srvs {
+					if k := s.accepted(addr); k > 0 {
+						accepts[s.name] = k
+					}
+				}
+				if r.node != want || !cmp.Equal(accepts, map[string]int{want: 1}) {
+					wrong++
+					if wrong <= 5 {
+						t.Errorf("connection from port %d: answered by %s, accepts %v, want %s and accepted once by it", r.port, r.node, accepts, want)
+					}
+				}
+			}
+			if failed > 0 {
+				t.Errorf("%d of %d connections failed (%d reset)", failed, shareConns, resets)
+			}
+			if wrong > 0 {
+				t.Errorf("%d of %d connections not answered and accepted exactly once by the predicted node", wrong, shareConns)
+			}
+			if diff := cmp.Diff(wantShares, gotShares); diff != "" {
+				t.Errorf("kernel shares differ from the hash's prediction (-want +got):\n%s", diff)
+			}
+			even := float64(shareConns) / float64(len(nodes))
+			for _, node := range nodes {
+				dev := (float64(gotShares[node]) - even) / even
+				if math.Abs(dev) > shareTol {
+					t.Errorf("node %s got %d of %d connections, %+.2f %% from even (%.0f), want within +-%.0f %%", node, gotShares[node], shareConns, 100*dev, even, 100*shareTol)
+				}
+			}
+			t.Logf("%d connections from %s ports %d..%d in %v: shares %v (predicted %v)",
+				shareConns, local, sharePortBase, sharePortBase+shareConns-1, elapsed.Round(time.Millisecond), gotShares, wantShares)
+		})
+	}
 }
