@@ -90,7 +90,7 @@ func newLogger(w io.Writer, format, level string) zerolog.Logger {
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	var out io.Writer = w
+	out := w
 	if format != "json" {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: true}
 	}

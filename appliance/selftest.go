@@ -150,12 +150,6 @@ func (s *selfTester) record(reasons []string) (SelfTestResult, bool) {
 	return s.result, changed
 }
 
-func (s *selfTester) current() SelfTestResult {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.result
-}
-
 // run runs rounds until ctx is done, calling onChange with each new verdict.
 func (s *selfTester) run(ctx context.Context, onChange func(SelfTestResult)) {
 	t := time.NewTicker(s.cfg.Interval)

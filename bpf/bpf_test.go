@@ -436,7 +436,11 @@ func TestBySocket(t *testing.T) {
 		t.Fatalf("new netns: %v", err)
 	}
 	defer ns.Close()
-	defer netns.Set(orig)
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic("restore network namespace: " + err.Error()) // never run on in the wrong namespace
+		}
+	}()
 	if err := setLoopbackUp(); err != nil {
 		t.Fatalf("loopback up: %v", err)
 	}

@@ -36,7 +36,7 @@ func TestKillChild(t *testing.T) {
 			os.Exit(4)
 		}
 		if i == 2 {
-			os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600)
+			_ = os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600)
 		}
 	}
 }

@@ -369,8 +369,8 @@ func writeFrame(w io.Writer, kind byte, payload []byte) error {
 	var hdr [5]byte
 	hdr[0] = kind
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
-	bw.Write(hdr[:])
-	bw.Write(payload)
+	_, _ = bw.Write(hdr[:]) // a bufio.Writer keeps its first error for Flush
+	_, _ = bw.Write(payload)
 	return bw.Flush()
 }
 

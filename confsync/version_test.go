@@ -128,8 +128,8 @@ func TestStoreLoadQuarantines(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, versionsDir, recordName(v)), forged, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, versionsDir, "junk.rec"), []byte("junk"), 0o600)
-	os.WriteFile(filepath.Join(dir, versionsDir, tmpPrefix+"partial"), []byte("half a rec"), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, versionsDir, "junk.rec"), []byte("junk"), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, versionsDir, tmpPrefix+"partial"), []byte("half a rec"), 0o600)
 	s = mustStore(t, dir) // removes the temp file
 	recs, bad, err := s.Load()
 	if err != nil {

@@ -148,7 +148,6 @@ type Manager struct {
 	loopDropping bool
 	pubHeld      []pubHeld
 	pubStat      Status
-	errCount     int
 }
 
 // pubHeld is a held address as published to Status readers.

@@ -74,7 +74,7 @@ func newTestNet(t *testing.T, n int) *testNet {
 			h.Close()
 		}
 		for _, ns := range append(slices.Clone(tn.nodes), tn.br) {
-			exec.Command("ip", "netns", "del", ns).Run()
+			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	})
 	run(t, "ip", "netns", "add", tn.br)
@@ -162,7 +162,7 @@ func TestNetnsMulticastSerf(t *testing.T) {
 		}
 		a, name := agents[i], cfg.Node
 		wg.Add(2)
-		go func() { defer wg.Done(); a.Run(ctx) }()
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
 		go func() { // serf handler: record user events, answer queries
 			defer wg.Done()
 			for {
@@ -177,7 +177,7 @@ func TestNetnsMulticastSerf(t *testing.T) {
 						evMu.Unlock()
 					case "query":
 						if ev.Name == "whoami" {
-							ev.Query.Respond([]byte("I am " + name))
+							_ = ev.Query.Respond([]byte("I am " + name))
 						}
 					}
 				}

@@ -200,7 +200,7 @@ func newSerf(a *Agent) (*serfState, error) {
 	sc.EnableNameConflictResolution = false // names are pinned identities: refuse, don't negotiate
 	s, err := serf.Create(sc)
 	if err != nil {
-		nt.Shutdown()
+		_ = nt.Shutdown() // best effort: the serf setup already failed
 		return nil, fmt.Errorf("serf create: %w", err)
 	}
 	st.s = s

@@ -195,7 +195,9 @@ func TestKeyring(t *testing.T) {
 	if diff := cmp.Diff([][]byte{k2, k1}, keys); diff != "" {
 		t.Errorf("restart after rotation (-want +got):\n%s", diff)
 	}
-	os.WriteFile(path, []byte(`["not base64!"]`), 0o600)
+	if err := os.WriteFile(path, []byte(`["not base64!"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := loadOrCreateKeyring(dir, []byte("s3cret")); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("corrupt keyring: err = %v, want an error naming %s", err, path)
 	}

@@ -95,7 +95,7 @@ func runConfigShow(args []string, stdout, stderr io.Writer) error {
 	if *loc != "" {
 		fmt.Fprintf(stderr, "# resolved for location %q\n", *loc)
 	}
-	io.WriteString(stdout, v.Content)
+	_, _ = io.WriteString(stdout, v.Content)
 	if !strings.HasSuffix(v.Content, "\n") && v.Content != "" {
 		fmt.Fprintln(stdout)
 	}
@@ -145,7 +145,7 @@ func proposeEdit(c *appliance.AdminClient, name string, content []byte, yes bool
 		fmt.Fprintf(stdout, "no changes: %s is the running config (%s)\n", name, versionLabel(cur))
 		return nil
 	}
-	io.WriteString(stdout, d)
+	_, _ = io.WriteString(stdout, d)
 	ok, err := confirm(stdout, "Apply?", yes)
 	if err != nil {
 		return err
@@ -351,7 +351,7 @@ func runConfigRollback(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "no changes: the running config (%s) has the content of %s\n", versionLabel(cur), versionLabel(old))
 		return nil
 	}
-	io.WriteString(stdout, d)
+	_, _ = io.WriteString(stdout, d)
 	ok, err := confirm(stdout, fmt.Sprintf("Roll back to the content of %s?", versionLabel(old)), *yes)
 	if err != nil {
 		return err

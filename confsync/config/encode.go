@@ -79,7 +79,7 @@ func Encode(c *Cluster) ([]byte, error) {
 	if len(c.Admin.Users) > 0 {
 		ra := &rawAdmin{}
 		for _, u := range c.Admin.Users {
-			ra.User = append(ra.User, rawAdminUser{Name: u.Name, PasswordHash: u.PasswordHash, TokenHash: u.TokenHash, Role: u.Role})
+			ra.User = append(ra.User, rawAdminUser(u))
 		}
 		r.Admin = ra
 	}

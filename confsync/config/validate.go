@@ -269,7 +269,7 @@ func convertCluster(e *errs, r *rawCluster) *Cluster {
 			if u.PasswordHash == "" && u.TokenHash == "" {
 				e.add(w, "password_hash", "", "user %q has neither password_hash nor token_hash", u.Name)
 			}
-			if h := u.PasswordHash; h != "" && !(len(h) == 60 && (strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$"))) {
+			if h := u.PasswordHash; h != "" && !isBcrypt(h) {
 				e.add(w, "password_hash", "", "not a bcrypt hash (want $2a$/$2b$/$2y$..., 60 characters; make one with 'shoal admin hash-password')")
 			}
 			if h := u.TokenHash; h != "" {
@@ -560,4 +560,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// isBcrypt reports whether h looks like a bcrypt hash ($2a$, $2b$ or $2y$,
+// 60 characters).
+func isBcrypt(h string) bool {
+	return len(h) == 60 && (strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$"))
 }

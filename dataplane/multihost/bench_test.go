@@ -68,7 +68,7 @@ func startSink(t *testing.T, ns netns.NsHandle) *udpSink {
 	if err != nil {
 		t.Fatalf("udp sink: %v", err)
 	}
-	s.conn.(*net.UDPConn).SetReadBuffer(8 << 20)
+	_ = s.conn.(*net.UDPConn).SetReadBuffer(8 << 20)
 	go func() {
 		buf := make([]byte, 2048)
 		for {

@@ -218,7 +218,7 @@ func TestMultiHosted(t *testing.T) {
 	ab := []bool{true, true, false, false}
 	cl.setLink(t, 2, false)
 	cl.srvs[2].crash()
-	owners = cl.apply(t, ab, abc)
+	cl.apply(t, ab, abc)
 	est, lost = without(est, "C")
 	closeAll(lost)
 	check(t, "C failed", est)

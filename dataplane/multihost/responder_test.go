@@ -220,6 +220,9 @@ func TestWriteSeeds(t *testing.T) {
 	ns := nsFrame(t, rClient6, testVIP6, 255)
 	ndpLines := []string{"# hex Ethernet frames seeding FuzzNDPReply", hex.EncodeToString(ns), hex.EncodeToString(ns[:60]),
 		hex.EncodeToString(nsFrame(t, netip.IPv6Unspecified(), testVIP6, 255))}
-	os.WriteFile("testdata/arp_frames.hex", []byte(strings.Join(arpLines, "\n")+"\n"), 0o644)
-	os.WriteFile("testdata/ndp_frames.hex", []byte(strings.Join(ndpLines, "\n")+"\n"), 0o644)
+	for name, lines := range map[string][]string{"testdata/arp_frames.hex": arpLines, "testdata/ndp_frames.hex": ndpLines} {
+		if err := os.WriteFile(name, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

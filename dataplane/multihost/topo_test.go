@@ -83,7 +83,7 @@ func newTopo(t testing.TB, n int) *topo {
 	tp := &topo{prefix: p, sw: p + "-sw", client: p + "-c"}
 	t.Cleanup(func() {
 		for _, ns := range append([]string{tp.sw, tp.client}, tp.nodes...) {
-			exec.Command("ip", "netns", "del", ns).Run()
+			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	})
 	sh(t, "netns", "add", tp.sw)
@@ -225,7 +225,7 @@ func (s *server) crash() {
 	s.ln.Close()
 	s.mu.Lock()
 	for c := range s.conn {
-		c.(*net.TCPConn).SetLinger(0)
+		_ = c.(*net.TCPConn).SetLinger(0)
 		c.Close()
 	}
 	clear(s.conn)
@@ -247,7 +247,7 @@ type clientConn struct {
 }
 
 func (cc *clientConn) ping() (string, error) {
-	cc.c.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = cc.c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := cc.c.Write([]byte("ping\n")); err != nil {
 		return "", err
 	}
