@@ -13,6 +13,13 @@ export CGO_ENABLED := 0
 DEB_PKGS := iproute2 nftables keepalived iputils-ping tcpdump procps chromium curl
 DEB_GEN_PKGS := clang llvm libbpf-dev
 
+# apt_ensure installs the Debian packages $(1) that are missing (idempotent);
+# $(2) are extra apt-get install options.
+define apt_ensure
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) $$missing >/dev/null; fi
+endef
+
 .PHONY: all build test test-go test-unit lint bench deps generate demo clean fuzz
 
 all: build
@@ -23,8 +30,7 @@ build:
 
 ## deps: install the Debian packages the tests need (idempotent)
 deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	$(call apt_ensure,$(DEB_PKGS))
 
 ## test: every test: Go tests (unit, netns end-to-end, XDP, browser, chaos), then the appliance image boot test (~10 min, root)
 test: test-go
@@ -48,8 +54,7 @@ lint:
 
 ## generate: rebuild the XDP object and its Go bindings (needs clang, libbpf-dev)
 generate:
-	@missing=""; for p in $(DEB_GEN_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	$(call apt_ensure,$(DEB_GEN_PKGS))
 	$(GO) generate ./bpf/...
 
 ## bench: every benchmark, one after the other (root; ~20 min)
@@ -74,16 +79,12 @@ DEB_FILE    := out/shoal_$(DEB_VERSION)_amd64.deb
 PKG_DEB_PKGS   := lintian
 IMAGE_DEB_PKGS := mmdebstrap gdisk dosfstools mtools e2fsprogs grub-pc-bin systemd-boot-efi binutils qemu-utils
 IMAGE_TEST_PKGS := qemu-system-x86 ovmf seabios
-define apt_ensure
-	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
-endef
 
 .PHONY: deb image image-base image-test test-packaging
 
 ## deb: out/shoal_<version>_amd64.deb, checked by lintian (no errors allowed)
 deb: build
-	$(call apt_ensure,$(PKG_DEB_PKGS))
+	$(call apt_ensure,$(PKG_DEB_PKGS),--no-install-recommends)
 	@mkdir -p $(DEB_STAGE)
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN) man | gzip -9n > $(DEB_STAGE)/shoal.1.gz
 	$(BIN) completion bash > $(DEB_STAGE)/shoal.bash
@@ -98,17 +99,17 @@ deb: build
 
 ## image: the appliance disk images under out/image (base rootfs cached)
 image: deb
-	$(call apt_ensure,$(IMAGE_DEB_PKGS))
+	$(call apt_ensure,$(IMAGE_DEB_PKGS),--no-install-recommends)
 	VERSION='$(VERSION)' DEB=$(DEB_FILE) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) packaging/image/build.sh all
 
 ## image-base: only the cached base root file system tarball
 image-base:
-	$(call apt_ensure,$(IMAGE_DEB_PKGS))
+	$(call apt_ensure,$(IMAGE_DEB_PKGS),--no-install-recommends)
 	packaging/image/build.sh base
 
 ## image-test: boot raw (BIOS), qcow2 (UEFI) and vmdk (pvscsi+vmxnet3) to "shoal ready"
 image-test: image
-	$(call apt_ensure,$(IMAGE_TEST_PKGS))
+	$(call apt_ensure,$(IMAGE_TEST_PKGS),--no-install-recommends)
 	packaging/image/boottest.sh all
 
 ## test-packaging: unit tests of the packaging tools and first-boot setup
@@ -170,8 +171,7 @@ bench-gossip:
 # in procps, which minimal Debian installs lack).
 E2E_DEB_PKGS := procps
 e2e-deps: deps
-	@missing=""; for p in $(E2E_DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	$(call apt_ensure,$(E2E_DEB_PKGS))
 
 e2e-root:
 	@[ "$$(id -u)" = 0 ] || { echo "needs root (it creates network namespaces): sudo make $(MAKECMDGOALS)"; exit 1; }
