@@ -3,9 +3,8 @@ package chaos
 import (
 	"context"
 	"errors"
+	"github.com/shoal-project/shoal/test/e2e/e2ekit"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,38 +23,8 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// shoalBinary returns $SHOAL_BIN or builds ./cmd/shoal into a temporary
-// directory (never the shared bin/shoal, which other builds rewrite).
-func shoalBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("SHOAL_BIN"); b != "" {
-		return b
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-	out := filepath.Join(t.TempDir(), "shoal")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/shoal")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build shoal: %v\n%s", err, b)
-	}
-	return out
-}
+// shoalBinary is the binary under test: $SHOAL_BIN or a fresh build.
+func shoalBinary(t *testing.T) string { return e2ekit.Binary(t) }
 
 // TestChaosShort is the bounded chaos run of `make test`: a fixed seed,
 // 45 s of faults on 5 agents, every invariant of the oracle asserted.

@@ -11,10 +11,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/shoal-project/shoal/test/e2e/e2ekit"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,35 +54,8 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// shoalBinary returns $SHOAL_BIN or builds ./cmd/shoal into a temporary
-// directory.
-func shoalBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("SHOAL_BIN"); b != "" {
-		return b
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-	out := filepath.Join(t.TempDir(), "shoal")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/shoal")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build shoal: %v\n%s", err, b)
-	}
-	return out
-}
+// shoalBinary is the binary under test: $SHOAL_BIN or a fresh build.
+func shoalBinary(t *testing.T) string { return e2ekit.Binary(t) }
 
 // rig is two agents (node0, node1) with a single- and a multi-hosted group,
 // a spare node namespace (node2) and a client.

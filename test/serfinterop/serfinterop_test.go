@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/shoal-project/shoal/test/e2e/e2ekit"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,32 +33,8 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// shoalBinary returns $SHOAL_BIN (a relative path is relative to the
-// repository root, e.g. bin/shoal) or builds ./cmd/shoal into a temporary
-// directory.
-func shoalBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("SHOAL_BIN"); b != "" {
-		if !filepath.IsAbs(b) {
-			b = filepath.Join("..", "..", b) // go test runs in test/serfinterop
-		}
-		abs, err := filepath.Abs(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return abs
-	}
-	out := filepath.Join(t.TempDir(), "shoal")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/shoal")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/shoal: %v\n%s", err, msg)
-	}
-	return out
-}
+// shoalBinary is the binary under test: $SHOAL_BIN or a fresh build.
+func shoalBinary(t *testing.T) string { return e2ekit.Binary(t) }
 
 // proxyTrouble matches `go install` failures caused by the module proxy or
 // the network rather than by the code.

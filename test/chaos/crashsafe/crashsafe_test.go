@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/shoal-project/shoal/test/e2e/e2ekit"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,30 +28,8 @@ var (
 	multiIP   = netip.MustParseAddr("203.0.113.30")
 )
 
-func shoalBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("SHOAL_BIN"); b != "" {
-		return b
-	}
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-	out := filepath.Join(t.TempDir(), "shoal")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/shoal")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build shoal: %v\n%s", err, b)
-	}
-	return out
-}
+// shoalBinary is the binary under test: $SHOAL_BIN or a fresh build.
+func shoalBinary(t *testing.T) string { return e2ekit.Binary(t) }
 
 type rig struct {
 	net    *harness.Net

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
+	"time"
 )
 
 // RepoRoot returns the directory holding the module's go.mod, searching
@@ -44,4 +46,29 @@ func Build(ctx context.Context, out string) error {
 		return fmt.Errorf("build shoal: %w: %s", err, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+// Binary returns the shoal binary a test runs: $SHOAL_BIN when set (a
+// relative path is taken from the repository root, e.g. bin/shoal), else
+// ./cmd/shoal built into the test's temporary directory (never the shared
+// bin/shoal, which other builds rewrite).
+func Binary(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("SHOAL_BIN"); b != "" {
+		if filepath.IsAbs(b) {
+			return b
+		}
+		root, err := RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(root, b)
+	}
+	out := filepath.Join(t.TempDir(), "shoal")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := Build(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
