@@ -249,8 +249,12 @@ func checkJoinRequest(r JoinRequest) error {
 	if !nameRE.MatchString(r.Name) {
 		return fmt.Errorf("member name %q: want 1-63 of [A-Za-z0-9._-]", r.Name)
 	}
-	if _, err := netip.ParseAddr(r.Address); err != nil {
+	a, err := netip.ParseAddr(r.Address)
+	if err != nil {
 		return fmt.Errorf("member address %q: %w", r.Address, err)
+	}
+	if a.Zone() != "" {
+		return fmt.Errorf("member address %q: a member address has no zone", r.Address)
 	}
 	if r.Location != "" && !nameRE.MatchString(r.Location) {
 		return fmt.Errorf("member location %q: want 1-63 of [A-Za-z0-9._-]", r.Location)
