@@ -3,8 +3,10 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -115,7 +117,18 @@ type Objects struct {
 	active [MaxGroups]uint32
 	addrs  [MaxGroups]map[netip.Addr]struct{}
 	owner  map[netip.Addr]int
+	// written is each group's configuration and table as last written
+	// (nil = not configured): Prune rewrites it with fewer held buckets.
+	written [MaxGroups]*written
 }
+
+type written struct {
+	cfg   shoalMhGroup
+	table []shoalMhChunk
+}
+
+// heldFull marks every bucket of a chunk as possibly holding connections.
+const heldFull = ^uint64(0)
 
 // Load loads the program and creates its maps in the kernel.
 func Load() (*Objects, error) {
@@ -257,19 +270,31 @@ func (o *Objects) SetGroup(index int, g Group) error {
 	if prev == nil {
 		prev = g.Owners
 	}
+	// Held buckets: those owned now or before, plus those held already.
+	// A group seen for the first time (or rehashed) may have connections
+	// anywhere (an agent restarted under live connections): all held until
+	// the first Prune.
+	old := o.written[index]
+	rehash := old == nil || old.cfg.Seed != cfg.Seed || old.cfg.Flags != cfg.Flags || old.cfg.SelfSlot != cfg.SelfSlot
 	table := make([]shoalMhChunk, chunks)
 	for b := range NumBuckets {
-		table[b/chunk].Owner[b%chunk] = g.Owners[b]
-		table[b/chunk].Prev[b%chunk] = prev[b]
+		c := &table[b/chunk]
+		c.Owner[b%chunk] = g.Owners[b]
+		c.Prev[b%chunk] = prev[b]
+		if g.Owners[b] == g.SelfSlot || prev[b] == g.SelfSlot {
+			c.Held |= 1 << (b % chunk)
+		}
 	}
-	next := 1 - o.active[index]
-	if err := o.writeHalf(index, next, &cfg, table); err != nil {
+	for i := range table {
+		if rehash {
+			table[i].Held = heldFull
+		} else {
+			table[i].Held |= old.table[i].Held
+		}
+	}
+	if err := o.commit(index, &cfg, table); err != nil {
 		return fmt.Errorf("set group %d: %w", index, err)
 	}
-	if err := o.objs.MhActive.Put(uint32(index), next); err != nil {
-		return fmt.Errorf("set group %d: flip table: %w", index, err)
-	}
-	o.active[index] = next
 
 	want := make(map[netip.Addr]struct{}, len(g.IPs))
 	for _, a := range g.IPs {
@@ -307,6 +332,7 @@ func (o *Objects) ClearGroup(index int) error {
 		delete(o.owner, a)
 	}
 	o.addrs[index] = nil
+	o.written[index] = nil
 	var invalid shoalMhGroup
 	for half := uint32(0); half < 2; half++ {
 		if err := o.objs.MhGroups.Put(uint32(index)*2+half, &invalid); err != nil {
@@ -314,6 +340,111 @@ func (o *Objects) ClearGroup(index int) error {
 		}
 	}
 	return nil
+}
+
+// commit writes cfg and table to the inactive half of group index and flips
+// the group to it.
+func (o *Objects) commit(index int, cfg *shoalMhGroup, table []shoalMhChunk) error {
+	next := 1 - o.active[index]
+	if err := o.writeHalf(index, next, cfg, table); err != nil {
+		return err
+	}
+	if err := o.objs.MhActive.Put(uint32(index), next); err != nil {
+		return fmt.Errorf("flip table: %w", err)
+	}
+	o.active[index] = next
+	o.written[index] = &written{cfg: *cfg, table: table}
+	return nil
+}
+
+// Conn is a local TCP socket as a socket dump reports it: the client's
+// address and port, and the local (multi-hosted) ones.
+type Conn struct {
+	Remote, Local netip.AddrPort
+}
+
+// Held reports how many buckets of group index the program treats as
+// possibly holding this node's connections without being owned here (each
+// costs a socket lookup per packet); 0 for an unconfigured group.
+func (o *Objects) Held(index int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if index < 0 || index >= MaxGroups || o.written[index] == nil {
+		return 0
+	}
+	w := o.written[index]
+	n := 0
+	for b := range NumBuckets {
+		c := &w.table[b/chunk]
+		if c.Held>>(b%chunk)&1 == 1 && c.Owner[b%chunk] != w.cfg.SelfSlot {
+			n++
+		}
+	}
+	return n
+}
+
+// Prune shrinks group index's held buckets to those owned here and those
+// with a live local socket. When some bucket is held without being owned, it
+// calls conns for the node's current TCP sockets (any state; a dump taken
+// while Prune holds the table lock, so no table change races with it) and
+// rewrites the table. It returns the held-not-owned buckets left.
+func (o *Objects) Prune(index int, conns func() ([]Conn, error)) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if index < 0 || index >= MaxGroups {
+		return 0, fmt.Errorf("prune group %d: index out of range", index)
+	}
+	w := o.written[index]
+	if w == nil {
+		return 0, nil
+	}
+	self := w.cfg.SelfSlot
+	extra := false
+	for i := range w.table {
+		if w.table[i].Held&^ownedBits(&w.table[i], self) != 0 {
+			extra = true
+			break
+		}
+	}
+	if !extra {
+		return 0, nil
+	}
+	cs, err := conns()
+	if err != nil {
+		return 0, fmt.Errorf("prune group %d: %w", index, err)
+	}
+	live := make([]uint64, chunks)
+	ipOnly := w.cfg.Flags&flagIPOnly != 0
+	for _, c := range cs {
+		l := c.Local.Addr().Unmap()
+		if _, ok := o.addrs[index][l]; !ok {
+			continue
+		}
+		b := Bucket(c.Remote.Addr().Unmap(), l, c.Remote.Port(), c.Local.Port(), w.cfg.Seed, ipOnly)
+		live[b/chunk] |= 1 << (b % chunk)
+	}
+	table := slices.Clone(w.table)
+	left := 0
+	for i := range table {
+		table[i].Held = ownedBits(&table[i], self) | (table[i].Held & live[i])
+		left += bits.OnesCount64(table[i].Held &^ ownedBits(&table[i], self))
+	}
+	cfg := w.cfg
+	if err := o.commit(index, &cfg, table); err != nil {
+		return 0, fmt.Errorf("prune group %d: %w", index, err)
+	}
+	return left, nil
+}
+
+// ownedBits returns the bits of the buckets of c owned by slot self.
+func ownedBits(c *shoalMhChunk, self uint8) uint64 {
+	var m uint64
+	for i, o := range c.Owner {
+		if o == self {
+			m |= 1 << i
+		}
+	}
+	return m
 }
 
 func (o *Objects) writeHalf(index int, half uint32, cfg *shoalMhGroup, table []shoalMhChunk) error {

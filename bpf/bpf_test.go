@@ -493,6 +493,41 @@ func TestBySocket(t *testing.T) {
 			t.Errorf("%s: counters (-want +got):\n%s", tc.name, diff)
 		}
 	}
+	// Held buckets: a prune that finds the connection keeps its bucket
+	// held (the ACK still passes by socket); one that finds none clears it,
+	// and the same ACK is dropped without a lookup.
+	conn := Conn{Remote: netip.AddrPortFrom(lo, uint16(la.Port)), Local: netip.AddrPortFrom(lo, uint16(ra.Port))}
+	if o.Held(0) != NumBuckets {
+		t.Errorf("Held after the first SetGroup = %d, want all %d (connections may predate the agent)", o.Held(0), NumBuckets)
+	}
+	ack := ether(testMcastMAC, 0, ipv4(lo, lo, 0, tcpSeg(uint16(la.Port), uint16(ra.Port), tcpACK)))
+	for _, tc := range []struct {
+		name  string
+		conns []Conn
+		held  int
+		want  uint32
+		count Counters
+	}{
+		{"pruned with the socket", []Conn{conn}, 1, xdpPass, Counters{PassedSocket: 1}},
+		{"pruned without it", nil, 0, xdpDrop, Counters{DroppedNotOwner: 1}},
+	} {
+		left, err := o.Prune(0, func() ([]Conn, error) { return tc.conns, nil })
+		if err != nil || left != tc.held || o.Held(0) != tc.held {
+			t.Errorf("%s: Prune() = %d, %v; Held() = %d; want %d held", tc.name, left, err, o.Held(0), tc.held)
+		}
+		before := counters(t, o)
+		if got, _ := run(t, o, ack); got != tc.want {
+			t.Errorf("%s: verdict %d, want %d", tc.name, got, tc.want)
+		}
+		if diff := cmp.Diff(tc.count, sub(counters(t, o), before)); diff != "" {
+			t.Errorf("%s: counters (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	called := false
+	if _, err := o.Prune(0, func() ([]Conn, error) { called = true; return nil, nil }); err != nil || called {
+		t.Errorf("Prune with nothing held: dumped sockets = %v, err %v; want no dump", called, err)
+	}
+
 	// Handover: owner, alive previous owner elsewhere, but the socket is
 	// here: keep it.
 	g = group(fill(0), fill(1), 3, false)

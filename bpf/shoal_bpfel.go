@@ -22,6 +22,7 @@ type shoalMhChunk struct {
 	_     structs.HostLayout
 	Owner [64]uint8
 	Prev  [64]uint8
+	Held  uint64
 }
 
 type shoalMhGroup struct {

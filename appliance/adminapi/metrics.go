@@ -70,6 +70,7 @@ var (
 	dIPsOwned         = desc("shoal_traffic_ips", "Single-hosted traffic IPs of the group, by owner as this node computes it (owner \"\" = none).", "group", "owner")
 	dShares           = desc("shoal_multihost_share_buckets", "Buckets of a multi-hosted group allocated to each member, as this node computes it.", "group", "member")
 	dBucketsOwned     = desc("shoal_multihost_buckets_owned", "Buckets of a multi-hosted group this node's XDP program serves.", "group")
+	dBucketsHeld      = desc("shoal_multihost_buckets_held", "Buckets owned elsewhere in which this node still has connections (their packets cost a socket lookup).", "group")
 	dXDP              = desc("shoal_xdp_packets_total", "Packets seen by the multi-hosted XDP program, by verdict.", "verdict")
 	dResponderReplies = desc("shoal_multihost_replies_total", "ARP / NDP answers sent by the multi-hosted responder.", "proto")
 	dResponderBad     = desc("shoal_multihost_malformed_total", "Malformed ARP / NDP frames dropped by the multi-hosted responder.", "proto")
@@ -89,7 +90,7 @@ var (
 
 	allDescs = []*prometheus.Desc{dBuildInfo, dHeartbeatsSent, dPacketsSent, dSendErrors, dPacketsReceived,
 		dPacketsAccepted, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
-		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dXDP,
+		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dBucketsHeld, dXDP,
 		dResponderReplies, dResponderBad, dAnnouncements, dAnnounceErrors, dRestored, dConflicts, dConverged,
 		dEventsPublished, dEventsDropped, dActionRuns, dActionFailures, dActionTimeouts, dActionDropped,
 		dActionsRunning, dStatusError}
@@ -159,6 +160,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dResponderBad, mh.MalformedNDP, "ndp")
 		for _, gr := range mh.Groups {
 			gauge(ch, dBucketsOwned, float64(gr.BucketsOwned), gr.Name)
+			gauge(ch, dBucketsHeld, float64(gr.BucketsHeld), gr.Name)
 		}
 	}
 

@@ -59,10 +59,16 @@ struct mh_group {
 	__u8 pad[3];
 };
 
-// mh_chunk holds the owner and previous owner of 64 consecutive buckets.
+// mh_chunk holds the owner and previous owner of 64 consecutive buckets, and
+// which of them this node may hold connections of: bit i of held is set while
+// bucket i is owned here, was owned here since the last prune, or has a live
+// local socket (user space clears it from a socket dump). A packet of a
+// bucket that is neither owned nor held is dropped without a socket lookup:
+// the common case of a not-owned packet costs a table read, not a lookup.
 struct mh_chunk {
 	__u8 owner[MH_CHUNK];
 	__u8 prev[MH_CHUNK];
+	__u64 held;
 };
 
 struct mh_addr6 {
@@ -296,7 +302,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct ethhdr *eth, __u32 
 		}
 		return pass_ours(eth, cfg, MH_C_PASSED_OWNER);
 	}
-	if (tcp && !f->syn && has_socket(ctx, f))
+	if (tcp && !f->syn && ((c->held >> (b & (MH_CHUNK - 1))) & 1) && has_socket(ctx, f))
 		return pass_ours(eth, cfg, MH_C_PASSED_SOCKET);
 	count(MH_C_DROPPED_NOT_OWNER);
 	return XDP_DROP;

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/shoal-project/shoal/bpf"
@@ -32,7 +33,13 @@ type Config struct {
 	NetNS netns.NsHandle
 	// Logger receives structured logs; a "component" field is added.
 	Logger zerolog.Logger
+	// PruneInterval is how often buckets that moved away are checked for
+	// live connections (default 5s; negative = never, Prune only).
+	PruneInterval time.Duration
 }
+
+// DefaultPruneInterval is Config.PruneInterval's default.
+const DefaultPruneInterval = 5 * time.Second
 
 // Status is what a Manager currently serves.
 type Status struct {
@@ -52,6 +59,10 @@ type GroupStatus struct {
 	Index     int // index in the XDP program's tables
 	// BucketsOwned is the number of the NumBuckets buckets this node owns.
 	BucketsOwned int
+	// BucketsHeld counts buckets owned elsewhere in which this node still
+	// has (or, until the next prune, may have) connections: their packets
+	// cost a socket lookup.
+	BucketsHeld int
 }
 
 // Manager serves multi-hosted groups. It is safe for concurrent use.
@@ -66,6 +77,8 @@ type Manager struct {
 	groups map[string]*served
 	loIPs  map[netip.Addr]bool
 	closed bool
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 type served struct {
@@ -101,10 +114,14 @@ func New(cfg Config) (*Manager, error) {
 		loIPs:  map[netip.Addr]bool{},
 	}
 	var err error
+	// Route for addresses and links, inet_diag for the socket dumps of
+	// Prune: both sockets opened in the manager's namespace (a family the
+	// handle lacks would be asked in the calling thread's namespace).
+	fams := []int{unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG}
 	if cfg.NetNS > 0 {
-		m.nl, err = netlink.NewHandleAt(cfg.NetNS)
+		m.nl, err = netlink.NewHandleAt(cfg.NetNS, fams...)
 	} else {
-		m.nl, err = netlink.NewHandle()
+		m.nl, err = netlink.NewHandle(fams...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("new multihost manager: netlink: %w", err)
@@ -119,7 +136,89 @@ func New(cfg Config) (*Manager, error) {
 		m.nl.Close()
 		return nil, fmt.Errorf("new multihost manager: %w", err)
 	}
+	m.stop, m.done = make(chan struct{}), make(chan struct{})
+	go m.pruneLoop()
 	return m, nil
+}
+
+func (m *Manager) pruneLoop() {
+	defer close(m.done)
+	every := m.cfg.PruneInterval
+	if every == 0 {
+		every = DefaultPruneInterval
+	}
+	if every < 0 {
+		<-m.stop
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			if err := m.Prune(); err != nil {
+				m.log.Warn().Err(err).Msg("prune held buckets")
+			}
+		}
+	}
+}
+
+// Prune lets the XDP program forget buckets that moved away from this node
+// and in which it has no connection left (established, closing, time-wait
+// or half-open), so their packets are dropped without a socket lookup.
+// Buckets that still have one stay held: the connection keeps working on
+// this node until it ends. One socket dump serves every group, taken while
+// no table can change.
+func (m *Manager) Prune() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	var (
+		dump    []bpf.Conn
+		dumpErr error
+		dumped  bool
+	)
+	conns := func() ([]bpf.Conn, error) {
+		if !dumped {
+			dump, dumpErr = m.tcpConns()
+			dumped = true
+		}
+		return dump, dumpErr
+	}
+	var errs []error
+	for _, s := range m.groups {
+		if _, err := m.objs.Prune(s.index, conns); err != nil {
+			errs = append(errs, fmt.Errorf("group %q: %w", s.g.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tcpConns dumps this namespace's TCP sockets in every state (sock_diag).
+func (m *Manager) tcpConns() ([]bpf.Conn, error) {
+	var out []bpf.Conn
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := m.nl.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, fmt.Errorf("tcp socket dump: %w", err)
+		}
+		for _, sk := range socks {
+			l, ok1 := netip.AddrFromSlice(sk.ID.Source)
+			r, ok2 := netip.AddrFromSlice(sk.ID.Destination)
+			if !ok1 || !ok2 {
+				continue
+			}
+			out = append(out, bpf.Conn{
+				Remote: netip.AddrPortFrom(r.Unmap(), sk.ID.DestinationPort),
+				Local:  netip.AddrPortFrom(l.Unmap(), sk.ID.SourcePort),
+			})
+		}
+	}
+	return out, nil
 }
 
 // cleanLoopback removes every address on lo carrying Shoal's marking.
@@ -586,7 +685,7 @@ func (m *Manager) Status() (Status, error) {
 	defer m.mu.Unlock()
 	var st Status
 	for _, s := range m.groups {
-		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned})
+		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned, BucketsHeld: m.objs.Held(s.index)})
 	}
 	slices.SortFunc(st.Groups, func(a, b GroupStatus) int { return cmpString(a.Name, b.Name) })
 	for _, ifc := range m.ifaces {
@@ -625,6 +724,10 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
+	close(m.stop)
+	m.mu.Unlock()
+	<-m.done // a prune in progress holds m.mu: wait for it outside
+	m.mu.Lock()
 	var errs []error
 	for name, ifc := range m.ifaces {
 		errs = append(errs, m.releaseIface(ifc))

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
@@ -246,8 +247,45 @@ func TestMultiHosted(t *testing.T) {
 			t.Errorf("node %s kept its handed-over connections without passing by socket: %+v", cl.names[i], s.Counters)
 		}
 	}
+
+	t.Log("4. A and B prune: buckets that moved to D stay held while their connections live, then are forgotten")
+	for i := range 2 {
+		if err := cl.mgrs[i].Prune(); err != nil {
+			t.Fatalf("Prune() on %s: %v", cl.names[i], err)
+		}
+		if h := heldBuckets(t, cl.mgrs[i]); h == 0 || h > dataplane.NumBuckets/4 {
+			t.Errorf("node %s holds %d buckets owned elsewhere after a prune, want its moved connections' (1..%d)", cl.names[i], h, dataplane.NumBuckets/4)
+		}
+	}
+	check(t, "D recovered, after prune", est)
 	closeAll(est)
 	closeAll(fresh)
+	deadline := time.Now().Add(5 * time.Second)
+	for i := range 2 {
+		for {
+			if err := cl.mgrs[i].Prune(); err != nil {
+				t.Fatalf("Prune() on %s: %v", cl.names[i], err)
+			}
+			h := heldBuckets(t, cl.mgrs[i])
+			if h == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("node %s still holds %d buckets owned elsewhere 5 s after its connections closed", cl.names[i], h)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func heldBuckets(t *testing.T, m *Manager) int {
+	t.Helper()
+	st, err := m.Status()
+	if err != nil || len(st.Groups) != 1 {
+		t.Fatalf("Status() = %+v, %v", st.Groups, err)
+	}
+	return st.Groups[0].BucketsHeld
 }
 
 func TestMulticastMAC(t *testing.T) {
