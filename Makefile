@@ -219,6 +219,7 @@ bench-config-netns: deps build
 CHAOS_DURATION ?= 5m
 CHAOS_SEED     ?= 0
 FUZZTIME       ?= 60s
+FUZZTIMEOUT    ?= 30m
 .PHONY: chaos test-chaos test-hostile
 ## chaos: fault-injection run (root; CHAOS_DURATION=5m CHAOS_SEED=0 CHAOS_FLAGS=-faults crash,cut,...)
 chaos: deps build
@@ -241,7 +242,7 @@ fuzz:
 		for fn in $$(grep -oE '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
 			echo "=== fuzz $$dir $$fn ($(FUZZTIME))"; \
 			start=$$(date +%s); \
-			if $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$dir/ 2>&1 | tail -n 20; then \
+			if $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -timeout $(FUZZTIMEOUT) $$dir/ 2>&1 | tail -n 20; then \
 				pass=$$((pass+1)); res=ok; else fail=$$((fail+1)); res=FAIL; fi; \
 			summary="$$summary\n  $$res $$dir $$fn ($$(( $$(date +%s) - start ))s)"; \
 		done; \

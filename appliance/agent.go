@@ -527,10 +527,11 @@ func (a *agent) loop(ctx context.Context) error {
 		in := a.planInput(now, view)
 		out := pl.plan(in)
 		a.api.Timelines().Allocated(now)
+		a.dp.Apply(out.desired)
 		if out.grew {
+			// After Apply: addresses now in hand-off are not re-announced.
 			a.dp.Reannounce()
 		}
-		a.dp.Apply(out.desired)
 		for _, ad := range out.desired.Addresses {
 			if _, held := prevHeld[ad.IP.String()]; !held {
 				a.api.Timelines().IPRaised(ad.IP, time.Now())

@@ -201,6 +201,7 @@ func (p *planner) plan(in planInput) planOutput {
 			owner := res.Owners[i]
 			gs.IPs[ip.String()] = owner
 			mine := owner == p.self && isMember
+			handoff := false
 			if !mine && p.held[ip] && selfUp && owner != "" && upSet[owner] && !in.selfFailedGroups[g.Name] {
 				// Make-before-break: keep it until the new owner has
 				// raised and announced it.
@@ -210,7 +211,7 @@ func (p *planner) plan(in planInput) planOutput {
 					p.handoff[ip] = dl
 				}
 				if now.Before(dl) {
-					mine = true
+					mine, handoff = true, true
 					wake(dl)
 				}
 			} else {
@@ -228,6 +229,7 @@ func (p *planner) plan(in planInput) planOutput {
 				Group: g.Name, IP: ip, Interface: g.Interface,
 				PrefixLen: g.PrefixLen, PrefixRoute: g.PrefixRoute,
 				Announce: dataplane.Announce{Count: announceCount(g.GARPCount), Spread: g.GARPSpread, Refresh: g.GARPRefresh},
+				Handoff:  handoff,
 			})
 		}
 		sort.Strings(gs.Held)

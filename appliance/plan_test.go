@@ -146,6 +146,11 @@ func TestPlannerHandoffGrace(t *testing.T) {
 	if !slices.Contains(heldIPs(out.desired), cHeld[0]) {
 		t.Errorf("at failback the old holder dropped %s at once; want it kept for the grace", cHeld[0])
 	}
+	for _, ad := range out.desired.Addresses {
+		if ad.IP.String() == cHeld[0] && !ad.Handoff {
+			t.Errorf("kept %s during the grace without Handoff: it would still be announced and pull clients back", ad.IP)
+		}
+	}
 	if want := t2.Add(DefaultHandoffGrace); !out.wakeAt.Equal(want) {
 		t.Errorf("wakeAt = %v, want %v (end of grace)", out.wakeAt, want)
 	}

@@ -43,6 +43,12 @@ type Address struct {
 	// Announce is how to tell the neighbours: a burst on raise and a
 	// periodic refresh (Refresh 0 = off).
 	Announce Announce
+	// Handoff marks an address kept only while its new owner takes it over
+	// (make-before-break): it stays raised but is never announced, and a
+	// burst or refresh in progress stops, so this node's announcements
+	// cannot pull neighbours back from the new owner. Cleared (the hand-off
+	// called off), the address is announced afresh.
+	Handoff bool
 }
 
 // Announce configures gratuitous ARP / unsolicited neighbour advertisements.

@@ -158,6 +158,7 @@ func (l *loop) run() {
 	subscribe(time.Now())
 
 	var passWake time.Time // when the last pass wants a retry (zero: none)
+	reannounce := false    // a Reannounce waits for the pass on the latest desired state
 	for {
 		now := time.Now()
 		if events == nil {
@@ -169,6 +170,10 @@ func (l *loop) run() {
 			if l.conflicts != nil {
 				l.conflicts.update(l.ctx, l.held)
 			}
+		}
+		if reannounce {
+			reannounce = false
+			l.reannounceAll()
 		}
 		wakeAt := passWake
 		if b := l.retry["watch"]; events == nil && b != nil && (wakeAt.IsZero() || b.next.Before(wakeAt)) {
@@ -209,7 +214,16 @@ func (l *loop) run() {
 		case <-resync.C:
 			dirty = true
 		case <-m.reannounce:
-			l.reannounceAll()
+			// Re-announce what the latest desired state holds (an Apply
+			// made just before may have put addresses into hand-off).
+			m.mu.Lock()
+			d, gen := m.next, m.nextGen
+			m.mu.Unlock()
+			if !l.dropping && gen != l.gen {
+				l.desired, l.gen, l.have = d, gen, true
+				dirty = true
+			}
+			reannounce = true
 		case w := <-m.dropReq:
 			l.dropping, l.have = true, true
 			l.desired = Desired{}
@@ -474,7 +488,9 @@ func (l *loop) pass(now time.Time) (wakeAt time.Time) {
 		h := &heldAddr{addr: a, prefix: prefix, since: now, link: li, c: &announceCounters{}}
 		l.held[k] = h
 		m.log.Info().Str("ip", k.IP.String()).Str("interface", k.Iface).Str("group", a.Group).Msg("traffic ip raised")
-		l.startAnnouncer(h, true)
+		if !a.Handoff {
+			l.startAnnouncer(h, true)
+		}
 	}
 
 	// Forget retry state of operations on addresses no longer desired.
@@ -531,7 +547,7 @@ func (l *loop) pass(now time.Time) (wakeAt time.Time) {
 		if was, ok := l.links[name]; ok && up && !was {
 			m.log.Info().Str("interface", name).Msg("interface up; re-announcing")
 			for k, h := range l.held {
-				if k.Iface == name {
+				if k.Iface == name && !h.addr.Handoff {
 					l.startAnnouncer(h, true)
 				}
 			}
@@ -649,10 +665,23 @@ func (l *loop) keep(now time.Time, k addrKey, a Address, li LinkInfo) {
 		h = &heldAddr{addr: a, prefix: hostPrefix(a), since: since, link: li, c: &announceCounters{}}
 		l.held[k] = h
 		l.m.log.Info().Str("ip", k.IP.String()).Str("interface", k.Iface).Str("group", a.Group).Msg("traffic ip adopted")
-		l.startAnnouncer(h, true)
+		if !a.Handoff {
+			l.startAnnouncer(h, true)
+		}
 		return
 	}
 	switch {
+	case a.Handoff:
+		if !h.addr.Handoff {
+			l.m.log.Info().Str("ip", k.IP.String()).Str("interface", k.Iface).Str("group", a.Group).Msg("traffic ip handed off: kept until the new owner has announced it, no longer announced here")
+		}
+		h.addr, h.link = a, li
+		l.stopAnnouncer(k)
+	case h.addr.Handoff:
+		// Hand-off called off (the new owner is gone): neighbours may
+		// have moved to it, so announce afresh.
+		h.addr, h.link = a, li
+		l.startAnnouncer(h, true)
 	case h.link.Index != li.Index || !slices.Equal(h.link.MAC, li.MAC):
 		h.link, h.addr = li, a
 		l.startAnnouncer(h, true)
@@ -878,10 +907,14 @@ func (l *loop) stopAnnouncer(k addrKey) {
 }
 
 func (l *loop) reannounceAll() {
-	l.m.log.Info().Int("count", len(l.held)).Msg("re-announcing held traffic ips")
+	n := 0
 	for _, h := range l.held {
-		l.startAnnouncer(h, true)
+		if !h.addr.Handoff {
+			l.startAnnouncer(h, true)
+			n++
+		}
 	}
+	l.m.log.Info().Int("count", n).Msg("re-announcing held traffic ips")
 }
 
 // announce sends the burst and the refreshes for one address until ctx

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"net"
@@ -565,6 +566,50 @@ func TestAnnounceBurstRefreshReannounce(t *testing.T) {
 	if st.Announcements < uint64(before+3) || st.Held[0].Announcements < uint64(before+3) || st.Held[0].LastAnnounce.IsZero() {
 		t.Errorf("Status() announcements = %d, held %+v; want >= %d", st.Announcements, st.Held[0], before+3)
 	}
+}
+
+// An address in hand-off (make-before-break after a failback) stays raised
+// but goes quiet at once: its burst stops, a Reannounce made right after
+// the Apply that put it in hand-off skips it, and calling the hand-off off
+// announces it afresh. The old holder's announcements would otherwise pull
+// clients back from the new owner just before the old holder drops it.
+func TestHandoffStopsAnnouncing(t *testing.T) {
+	h := start(t, NewFakeKernel(eth0), "", nil)
+	a := Address{Group: "web", IP: ipA, Interface: "eth0",
+		Announce: Announce{Count: 5, Spread: 2 * time.Second}}
+	h.m.Apply(Desired{Addresses: []Address{a}})
+	eventually(t, "first round", func() string {
+		if n := len(h.a.Calls(ipA)); n < 1 {
+			return "rounds: " + itoa(n)
+		}
+		return ""
+	})
+	ho := a
+	ho.Handoff = true
+	h.m.Apply(Desired{Addresses: []Address{ho}})
+	h.m.Reannounce()
+	eventually(t, "address still raised", func() string {
+		if st := h.m.Status(); len(st.Held) != 1 {
+			return fmt.Sprintf("held %+v", st.Held)
+		}
+		return ""
+	})
+	time.Sleep(50 * time.Millisecond) // let the loop take both requests
+	quiet := len(h.a.Calls(ipA))
+	time.Sleep(1200 * time.Millisecond) // > two rounds of the 5-over-2s burst
+	if n := len(h.a.Calls(ipA)); n != quiet {
+		t.Errorf("address in hand-off announced %d more rounds, want none", n-quiet)
+	}
+	if adds, dels := h.k.Ops(); adds != 1 || dels != 0 {
+		t.Errorf("kernel ops during hand-off: %d adds, %d deletes; want the address kept (1 add, 0 deletes)", adds, dels)
+	}
+	h.m.Apply(Desired{Addresses: []Address{a}})
+	eventually(t, "fresh burst after the hand-off is called off", func() string {
+		if n := len(h.a.Calls(ipA)); n <= quiet {
+			return "rounds: " + itoa(n)
+		}
+		return ""
+	})
 }
 
 func TestAnnounceErrorsCountedAndRetried(t *testing.T) {

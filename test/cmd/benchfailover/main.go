@@ -106,7 +106,21 @@ type trial struct {
 	Owner      int           `json:"owner"`       // node holding the IP before the cut
 	Takeover   string        `json:"takeover"`    // server answering first after the cut
 	Failover   time.Duration `json:"failover_ns"` // gap containing the cut
-	Failback   time.Duration `json:"failback_ns"` // longest gap after restoring the port
+	// Failback is the longest interval without a successful connect
+	// within switchWindow of the switch: the first connect answered by
+	// Owner after the restore. The same window for every peer, so a peer
+	// that takes longer to move the IP back is not charged for the probe
+	// jitter of the longer wait (that is FailbackPhase).
+	Failback time.Duration `json:"failback_ns"`
+	// FailbackPhase is the longest interval without success from the
+	// restore to the end of the trial (the pre-2026-11-22 measure).
+	FailbackPhase time.Duration `json:"failback_phase_ns"`
+	// FailbackFailed counts connects that failed from the restore on.
+	FailbackFailed int `json:"failback_failed"`
+	// Baseline is the longest interval without success in the
+	// 2*switchWindow of steady traffic before the cut: the probe's jitter
+	// floor.
+	Baseline time.Duration `json:"baseline_ns"`
 	FailedBack bool          `json:"failed_back"` // the IP returned to Owner
 	// AfterCut counts answers per server between the cut and the restore
 	// (more than one server means the traffic IP flapped).
@@ -335,8 +349,8 @@ func printTrial(w io.Writer, t trial) {
 	if len(t.AfterCut) > 1 {
 		flap = fmt.Sprintf("  FLAP: answers after cut %v", t.AfterCut)
 	}
-	fmt.Fprintf(w, "%-10s #%-3d owner node%d -> %s  failover %7.3fs  failback %7.3fs (%s)%s\n",
-		t.Peer, t.Index, t.Owner, t.Takeover, t.Failover.Seconds(), t.Failback.Seconds(), back, flap)
+	fmt.Fprintf(w, "%-10s #%-3d owner node%d -> %s  failover %7.3fs  failback %7.3fs (phase %.3fs, %d failed connects; %s)  baseline %.3fs%s\n",
+		t.Peer, t.Index, t.Owner, t.Takeover, t.Failover.Seconds(), t.Failback.Seconds(), t.FailbackPhase.Seconds(), t.FailbackFailed, back, t.Baseline.Seconds(), flap)
 }
 
 // reset returns the topology to a clean state between trials.
@@ -348,6 +362,9 @@ func (e *env) reset() error {
 	errs = append(errs, e.n.FlushClientNeigh())
 	return errors.Join(errs...)
 }
+
+// switchWindow bounds the failback measure on each side of the switch.
+const switchWindow = time.Second
 
 // runTrial starts the peer, waits for steady traffic, cuts the holder's
 // port, waits for traffic to resume, restores the port and waits for the
@@ -392,7 +409,7 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 	warm := time.Now()
 	if err := phase("steady traffic before the cut", e.f.phaseTimeout, func() (bool, error) {
 		first, ok := probe.FirstSuccessAfter(warm)
-		if !ok || time.Since(first) < e.f.settle/4 {
+		if !ok || time.Since(first) < max(e.f.settle/4, 2*switchWindow) { // long enough for the baseline
 			return false, nil
 		}
 		now := time.Now()
@@ -401,6 +418,7 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		return fail("%v", err)
 	}
 
+	steady := time.Now()
 	if e.f.jitter > 0 {
 		j := time.Now().Add(rand.N(e.f.jitter))
 		if err := phase("cut jitter", e.f.jitter+time.Second, func() (bool, error) { return !time.Now().Before(j), nil }); err != nil {
@@ -466,7 +484,27 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 	if a, ok := r.FirstSuccessAfter(cut); ok {
 		t.Takeover = a.Server
 	}
-	t.Failback = r.LongestGapIn(restore, r.Stopped).Duration
+	t.Baseline = r.LongestGapIn(steady.Add(-2*switchWindow), steady).Duration
+	t.FailbackPhase = r.LongestGapIn(restore, r.Stopped).Duration
+	t.Failback = t.FailbackPhase
+	var sw time.Time
+	for _, a := range r.Attempts {
+		if a.OK && a.Server == harness.NodeName(owner) && a.End.After(restore) && (sw.IsZero() || a.End.Before(sw)) {
+			sw = a.End
+		}
+		if !a.OK && a.End.After(restore) {
+			t.FailbackFailed++
+			if os.Getenv("BENCH_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "failed connect %s: start +%v end +%v after restore: %s\n", t.Peer, a.Start.Sub(restore), a.End.Sub(restore), a.Err)
+			}
+		}
+	}
+	if os.Getenv("BENCH_DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "%s cut at %.6f restore at %.6f, switch at +%v after restore\n", t.Peer, float64(cut.UnixNano())/1e9, float64(restore.UnixNano())/1e9, sw.Sub(restore))
+	}
+	if !sw.IsZero() {
+		t.Failback = r.LongestGapIn(sw.Add(-switchWindow), sw.Add(switchWindow)).Duration
+	}
 	t.AfterCut = map[string]int{}
 	for _, a := range r.Attempts {
 		if a.OK && a.End.After(cut) && a.End.Before(restore) {
@@ -630,6 +668,9 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 func report(w io.Writer, trials []trial) bool {
 	fo := map[string][]time.Duration{}
 	fb := map[string][]time.Duration{}
+	fbPhase := map[string][]time.Duration{}
+	base := map[string][]time.Duration{}
+	fbFailed := map[string]int{}
 	moved := map[string]int{}
 	failed := map[string]int{}
 	for _, t := range trials {
@@ -639,6 +680,9 @@ func report(w io.Writer, trials []trial) bool {
 		}
 		fo[t.Peer] = append(fo[t.Peer], t.Failover)
 		fb[t.Peer] = append(fb[t.Peer], t.Failback)
+		fbPhase[t.Peer] = append(fbPhase[t.Peer], t.FailbackPhase)
+		base[t.Peer] = append(base[t.Peer], t.Baseline)
+		fbFailed[t.Peer] += t.FailbackFailed
 		if t.FailedBack {
 			moved[t.Peer]++
 		}
@@ -653,7 +697,10 @@ func report(w io.Writer, trials []trial) bool {
 		a, b := summarize(fo[peer]), summarize(fb[peer])
 		sum[peer] = [2]stats{a, b}
 		fmt.Fprintf(tw, "%s\tfailover\t%d\t%s\t%s\t%s\t%s\t%d\t%d/%d\t\n", peer, a.n, secs(a.p50), secs(a.p99), secs(a.mean), secs(a.maxD), failed[peer], moved[peer], a.n)
-		fmt.Fprintf(tw, "%s\tfailback\t%d\t%s\t%s\t%s\t%s\t\t\t\n", peer, b.n, secs(b.p50), secs(b.p99), secs(b.mean), secs(b.maxD))
+		fmt.Fprintf(tw, "%s\tfailback (switch +-%s)\t%d\t%s\t%s\t%s\t%s\t\t\t\n", peer, switchWindow, b.n, secs(b.p50), secs(b.p99), secs(b.mean), secs(b.maxD))
+		c, d := summarize(fbPhase[peer]), summarize(base[peer])
+		fmt.Fprintf(tw, "%s\tfailback phase (%d failed connects)\t%d\t%s\t%s\t%s\t%s\t\t\t\n", peer, fbFailed[peer], c.n, secs(c.p50), secs(c.p99), secs(c.mean), secs(c.maxD))
+		fmt.Fprintf(tw, "%s\tsteady baseline (%s)\t%d\t%s\t%s\t%s\t%s\t\t\t\n", peer, 2*switchWindow, d.n, secs(d.p50), secs(d.p99), secs(d.mean), secs(d.maxD))
 	}
 	tw.Flush()
 	k, kok := sum["keepalived"]
