@@ -1,9 +1,9 @@
 package dataplane
 
 import (
-	"fmt"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"

@@ -101,11 +101,11 @@ func main() {
 
 // trial is one failover + failback measurement.
 type trial struct {
-	Peer       string        `json:"peer"`
-	Index      int           `json:"index"`
-	Owner      int           `json:"owner"`       // node holding the IP before the cut
-	Takeover   string        `json:"takeover"`    // server answering first after the cut
-	Failover   time.Duration `json:"failover_ns"` // gap containing the cut
+	Peer     string        `json:"peer"`
+	Index    int           `json:"index"`
+	Owner    int           `json:"owner"`       // node holding the IP before the cut
+	Takeover string        `json:"takeover"`    // server answering first after the cut
+	Failover time.Duration `json:"failover_ns"` // gap containing the cut
 	// Failback is the longest interval without a successful connect
 	// within switchWindow of the switch: the first connect answered by
 	// Owner after the restore. The same window for every peer, so a peer
@@ -120,7 +120,7 @@ type trial struct {
 	// Baseline is the longest interval without success in the
 	// 2*switchWindow of steady traffic before the cut: the probe's jitter
 	// floor.
-	Baseline time.Duration `json:"baseline_ns"`
+	Baseline   time.Duration `json:"baseline_ns"`
 	FailedBack bool          `json:"failed_back"` // the IP returned to Owner
 	// AfterCut counts answers per server between the cut and the restore
 	// (more than one server means the traffic IP flapped).
