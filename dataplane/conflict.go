@@ -176,8 +176,11 @@ func (c *conflictWatch) check(iface string, ip netip.Addr, mac net.HardwareAddr)
 	}
 	c.mu.Unlock()
 	c.m.conflicts.Add(1)
-	c.m.log.Error().Str("ip", ip.String()).Str("interface", iface).Str("mac", mac.String()).
-		Msg("another host claims a traffic ip held here (split brain?)")
+	// Info, not an error: during a planned hand-off the new owner claims
+	// the IP while this node still holds it. The agent, which knows the
+	// view, decides whether it is a duplicate and raises the alarm.
+	c.m.log.Info().Str("ip", ip.String()).Str("interface", iface).Str("mac", mac.String()).
+		Msg("another host claims a traffic ip held here")
 	f := Conflict{IP: ip, Interface: iface, MAC: slices.Clone(mac), At: now}
 	c.m.mu.Lock()
 	c.m.pubStat.LastConflict = &f

@@ -77,9 +77,18 @@ func (a *Agent) handle(pkt Packet, now time.Time) {
 		a.rejectLog(pkt.From, RejectReplay, now, errors.New("old epoch or sequence"), p.Node)
 		return
 	}
+	// Only the newest packet of a sender carries its current state. An
+	// older one (reordered, or queued for seconds behind an unresolved
+	// neighbour entry while the sender's link was cut and flushed when it
+	// came back) is authentic but stale: it must not bring back the
+	// health, view or config version the sender had then.
+	latest := newEpoch || p.Seq > pr.seqMax
 	pr.commitReplay(p.BootEpoch, p.Seq, newEpoch)
 	a.ctr.accepted.Add(1)
-	a.onValid(pr, p, newEpoch, now)
+	if !latest {
+		a.ctr.stale.Add(1)
+	}
+	a.onValid(pr, p, newEpoch, latest, now)
 }
 
 // checkReplay accepts a packet of a newer boot epoch, or of the current epoch
@@ -118,8 +127,10 @@ func (p *peer) commitReplay(epoch, seq uint64, newEpoch bool) {
 	}
 }
 
-// onValid applies one authenticated, fresh packet from pr.
-func (a *Agent) onValid(pr *peer, p *wire.Packet, newEpoch bool, now time.Time) {
+// onValid applies one authenticated, fresh packet from pr. A packet that is
+// not the sender's latest (latest false) is answered and matched like any
+// other but changes neither the sender's state nor its liveness.
+func (a *Agent) onValid(pr *peer, p *wire.Packet, newEpoch, latest bool, now time.Time) {
 	if newEpoch && pr.heard {
 		a.log.Info().Str("member", pr.m.Name).Uint64("boot_epoch", p.BootEpoch).Msg("member restarted (new boot epoch)")
 	}
@@ -128,6 +139,10 @@ func (a *Agent) onValid(pr *peer, p *wire.Packet, newEpoch bool, now time.Time) 
 		pr.suspect = false
 	}
 	pr.heard = true
+	if !latest {
+		a.onMessage(pr, p, now)
+		return
+	}
 	pr.lastHeard = now
 	if pr.suspect {
 		pr.suspect = false
@@ -163,7 +178,12 @@ func (a *Agent) onValid(pr *peer, p *wire.Packet, newEpoch bool, now time.Time) 
 			ev.Msg("heartbeat received")
 		}
 	}
+	a.onMessage(pr, p, now)
+}
 
+// onMessage handles what a packet asks or answers (leave, probes, verdicts)
+// and recomputes the view.
+func (a *Agent) onMessage(pr *peer, p *wire.Packet, now time.Time) {
 	switch p.Type {
 	case wire.TypeLeave:
 		if !pr.left {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -118,5 +119,48 @@ func TestReplayWindow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A packet older than the sender's latest (reordered, or queued behind an
+// unresolved neighbour while the sender's link was cut and flushed when it
+// came back) is accepted but must not bring back the health it carried:
+// n1 failed its self-tests, and a stale "healthy" packet of n1 must not put
+// it back into n2's view, not even until n1's next heartbeat.
+func TestStalePacketKeepsState(t *testing.T) {
+	c := newTestCluster(t, 3, testInterval)
+	all := seq(3)
+	c.waitViews(all, names(all...), 10*time.Second)
+	n1, n2 := c.agent(0), c.agent(1)
+	n1.SetHealth(Health{OK: false, Reasons: []string{"test"}})
+	c.waitViews([]int{1, 2}, names(1, 2), 5*time.Second)
+
+	// Two packets of n1 with sequence numbers ahead of anything it sent: a
+	// newer one that still says failed, then an older one saying healthy
+	// (as if delayed). Both are accepted; only the first is n1's state.
+	n2.mu.Lock()
+	pr := n2.peers["n1"]
+	epoch, top := pr.epoch, pr.seqMax+3
+	n2.mu.Unlock()
+	packet := func(seq uint64, ok bool) []byte {
+		b, err := wire.Encode(&wire.Packet{Type: wire.TypeHeartbeat, Cluster: "test", Node: "n1", BootEpoch: epoch, Seq: seq,
+			SendTime: time.Now().UnixNano(), Health: wire.Health{OK: ok, Reasons: []string{"test"}}}, testKey(0))
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		return b
+	}
+	before := n2.Stats()
+	c.net.Inject(testAddr(0), testAddr(1), packet(top, false))
+	c.net.Inject(testAddr(0), testAddr(1), packet(top-1, true))
+	waitFor(t, 2*time.Second, "n2 to accept the stale packet", func() (bool, string) {
+		s := n2.Stats()
+		return s.Stale > before.Stale, fmt.Sprintf("stale %d accepted %d", s.Stale, s.Accepted)
+	})
+	if v := n2.View(); slices.Contains(v.Up, "n1") {
+		t.Errorf("after a stale healthy packet n2's view is %v: want n1 out", v.Up)
+	}
+	if s := n2.Stats(); s.ViewChanges != before.ViewChanges {
+		t.Errorf("a stale packet changed n2's view %d times", s.ViewChanges-before.ViewChanges)
 	}
 }

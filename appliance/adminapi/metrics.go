@@ -55,6 +55,7 @@ var (
 	dSendErrors       = desc("shoal_heartbeat_send_errors_total", "Heartbeat-channel send failures.")
 	dPacketsReceived  = desc("shoal_heartbeat_packets_received_total", "Heartbeat-channel packets received, valid or not.")
 	dPacketsAccepted  = desc("shoal_heartbeat_packets_accepted_total", "Heartbeat-channel packets that passed validation.")
+	dPacketsStale     = desc("shoal_heartbeat_packets_stale_total", "Valid heartbeat-channel packets older than the sender's latest (reordered or delayed): answered, but their state is not applied.")
 	dPacketsRejected  = desc("shoal_heartbeat_packets_rejected_total", "Heartbeat-channel packets rejected, by reason.", "reason")
 	dSuspicions       = desc("shoal_gossip_suspicions_total", "Suspicions started (a member went silent).")
 	dViewChanges      = desc("shoal_view_changes_total", "View epoch increments.")
@@ -89,7 +90,7 @@ var (
 	dStatusError      = desc("shoal_admin_status_error", "1 if this node's status could not be read at scrape time (status-derived series are missing).")
 
 	allDescs = []*prometheus.Desc{dBuildInfo, dHeartbeatsSent, dPacketsSent, dSendErrors, dPacketsReceived,
-		dPacketsAccepted, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
+		dPacketsAccepted, dPacketsStale, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
 		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dBucketsHeld, dXDP,
 		dResponderReplies, dResponderBad, dAnnouncements, dAnnounceErrors, dRestored, dConflicts, dConverged,
 		dEventsPublished, dEventsDropped, dActionRuns, dActionFailures, dActionTimeouts, dActionDropped,
@@ -128,6 +129,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dSendErrors, g.SendErrors)
 	counter(ch, dPacketsReceived, g.Received)
 	counter(ch, dPacketsAccepted, g.Accepted)
+	counter(ch, dPacketsStale, g.Stale)
 	for _, r := range gossip.RejectReasons {
 		counter(ch, dPacketsRejected, g.Rejected[r], r)
 	}
