@@ -201,7 +201,7 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 		Multicast: netip.AddrPortFrom(s.MulticastGroup, s.MulticastPort), Interface: ac.HeartbeatInterface,
 		Unicast: s.HeartbeatMode == config.HeartbeatUnicast, Bind: bind, GossipPort: int(s.GossipPort),
 		Secret: secret, DataDir: filepath.Join(ac.DataDir, "gossip"), Version: version, Verbose: s.Verbose,
-		Logger: log, Observers: cfg.ObserverAddrs(),
+		Logger: log, Observers: cfg.ObserverAddrs(), LinkUp: linkUpFunc(ac.HeartbeatInterface, bind),
 	})
 	if err != nil {
 		return nil, err

@@ -46,6 +46,9 @@ type Agent struct {
 	verdicts []pendingVerdict // verdict retransmissions
 	ran      bool
 	lastTick time.Time // detector stall detection
+	// linkDownAt is the last tick at which Config.LinkUp said our link was
+	// down (asked only while a member is suspect).
+	linkDownAt time.Time
 
 	serf      *serfState // nil when DisableSerf
 	closeOnce sync.Once

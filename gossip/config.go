@@ -82,6 +82,13 @@ type Config struct {
 	// list as alive are joined again (memberlist never re-merges a healed
 	// partition by itself). Default 3s.
 	RejoinInterval time.Duration
+	// LinkUp, if set, reports whether this node's own link to the cluster
+	// (the heartbeat interface) has carrier. The detector asks it while a
+	// member is suspect: a member whose confirmation window overlapped a
+	// moment our own link was down is given a fresh window instead of being
+	// declared down (its silence was ours). MonitorTimeout still applies.
+	// It must be cheap and must not block.
+	LinkUp func() bool
 	// Observers are the serf node names admitted to the gossip pool without
 	// an admission token (stock `serf agent`s used for monitoring and user
 	// events), each mapped to the address it must advertise (the zero Addr:

@@ -378,6 +378,16 @@ func (a *Agent) tick(now time.Time) {
 	if a.leaving {
 		return
 	}
+	if a.cfg.LinkUp != nil {
+		for _, p := range a.peers {
+			if p.suspect && !p.down && !p.left {
+				if !a.cfg.LinkUp() {
+					a.linkDownAt = now
+				}
+				break
+			}
+		}
+	}
 	for _, p := range a.peers {
 		if !p.heard || p.down || p.left {
 			continue
@@ -400,6 +410,16 @@ func (a *Agent) tick(now time.Time) {
 			if a.cfg.Verbose {
 				a.log.Info().Str("member", p.m.Name).Dur("silent", now.Sub(p.lastHeard)).Msg("member suspected: probing")
 			}
+			a.probeLocked(p, now)
+		case p.suspect && now.Sub(p.probeStart) >= a.tim.window && !a.linkDownAt.Before(p.probeStart):
+			// Our own link was down during the window: the probes (or
+			// their answers) were lost here. Probe afresh.
+			a.ctr.linkForgiven.Add(1)
+			if a.limiter.allow(netip.Addr{}, "link-down", now) {
+				a.log.Warn().Str("member", p.m.Name).Msg("own link was down while probing: suspicion restarted")
+			}
+			p.probeNonce = randomNonce()
+			p.probeStart = now
 			a.probeLocked(p, now)
 		case p.suspect && now.Sub(p.probeStart) >= a.tim.window:
 			a.markDownLocked(p, "no answer to probes", now)

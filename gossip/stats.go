@@ -52,12 +52,13 @@ type Stats struct {
 	SerfEventsDropped uint64            // SerfEvents dropped because the channel was full
 	AdmissionRefused  uint64            // serf members refused by the Merge delegate
 	Stalls            uint64            // detector stalls (this process not scheduled) forgiven
+	LinkForgiven      uint64            // suspicions restarted because this node's own link was down
 }
 
 type counters struct {
 	sent, sendErrors, received, accepted, stale, own, heartbeats, probes, indirect, probeAcks, relayed,
 	suspicions, verdictsSent, verdictsReceived, verdictsAdopted, evidenceSent, evidenceReceived,
-	refuted, viewChanges, eventsDropped, serfEventsDropped, admissionRefused, stalls atomic.Uint64
+	refuted, viewChanges, eventsDropped, serfEventsDropped, admissionRefused, stalls, linkForgiven atomic.Uint64
 	rejected [7]atomic.Uint64 // indexed like RejectReasons
 }
 
@@ -80,7 +81,8 @@ func (c *counters) snapshot() Stats {
 		EvidenceSent: c.evidenceSent.Load(), EvidenceReceived: c.evidenceReceived.Load(),
 		Refuted: c.refuted.Load(), ViewChanges: c.viewChanges.Load(), EventsDropped: c.eventsDropped.Load(),
 		SerfEventsDropped: c.serfEventsDropped.Load(), AdmissionRefused: c.admissionRefused.Load(), Stalls: c.stalls.Load(),
-		Rejected: make(map[string]uint64, len(RejectReasons)),
+		LinkForgiven: c.linkForgiven.Load(),
+		Rejected:     make(map[string]uint64, len(RejectReasons)),
 	}
 	for i, r := range RejectReasons {
 		s.Rejected[r] = c.rejected[i].Load()
