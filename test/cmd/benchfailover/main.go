@@ -503,7 +503,16 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		fmt.Fprintf(os.Stderr, "%s cut at %.6f restore at %.6f, switch at +%v after restore\n", t.Peer, float64(cut.UnixNano())/1e9, float64(restore.UnixNano())/1e9, sw.Sub(restore))
 	}
 	if !sw.IsZero() {
-		t.Failback = r.LongestGapIn(sw.Add(-switchWindow), sw.Add(switchWindow)).Duration
+		g := r.LongestGapIn(sw.Add(-switchWindow), sw.Add(switchWindow))
+		t.Failback = g.Duration
+		if os.Getenv("BENCH_DEBUG") != "" && g.Duration > 50*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "long failback gap %v from %.6f (switch %+v):\n", g.Duration, float64(g.Start.UnixNano())/1e9, g.Start.Sub(sw))
+			for _, a := range r.Attempts {
+				if a.End.After(g.Start.Add(-20*time.Millisecond)) && a.Start.Before(g.End.Add(20*time.Millisecond)) {
+					fmt.Fprintf(os.Stderr, "  attempt start %+v end %+v ok %v server %q %s\n", a.Start.Sub(g.Start), a.End.Sub(g.Start), a.OK, a.Server, a.Err)
+				}
+			}
+		}
 	}
 	t.AfterCut = map[string]int{}
 	for _, a := range r.Attempts {
