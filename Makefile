@@ -234,7 +234,7 @@ test-chaos: deps build
 test-hostile: deps build
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 5m -v ./test/hostile/
 
-## fuzz: run every `func Fuzz` target of the repository for FUZZTIME each (default 60s), then print a summary
+## fuzz: run every `func Fuzz` target of the repository for FUZZTIME each (default 60s; test timeout FUZZTIMEOUT, default 30m), then print a summary
 fuzz:
 	@set -o pipefail; pass=0; fail=0; summary=""; \
 	for f in $$(grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v -e '^./out/' -e '/testdata/' | sort); do \
