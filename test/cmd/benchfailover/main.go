@@ -429,12 +429,21 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		return fail("%v", err)
 	}
 	cut := time.Now()
+	// Traffic is back when a connect *started* after the cut succeeds: one
+	// started before may complete just after it (answered in flight by the
+	// old owner) and would start the settle period too early.
+	var resumed time.Time
 	if err := phase("traffic after the cut", e.f.phaseTimeout, func() (bool, error) {
-		return probe.SuccessesSince(cut) > 0, nil
+		for _, a := range probe.Result().Attempts {
+			if a.OK && a.Start.After(cut) {
+				resumed = a.End
+				return true, nil
+			}
+		}
+		return false, nil
 	}); err != nil {
 		return fail("no failover: %v", err)
 	}
-	resumed, _ := probe.FirstSuccessAfter(cut)
 	if err := phase("settle after failover", e.f.phaseTimeout, func() (bool, error) {
 		return time.Since(resumed) >= e.f.settle, nil
 	}); err != nil {
@@ -503,7 +512,13 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		fmt.Fprintf(os.Stderr, "%s cut at %.6f restore at %.6f, switch at +%v after restore\n", t.Peer, float64(cut.UnixNano())/1e9, float64(restore.UnixNano())/1e9, sw.Sub(restore))
 	}
 	if !sw.IsZero() {
-		g := r.LongestGapIn(sw.Add(-switchWindow), sw.Add(switchWindow))
+		// Not before the restore: when the cut node kept the IP and
+		// answers at once, sw-1s would reach back into the failover.
+		from := sw.Add(-switchWindow)
+		if from.Before(restore) {
+			from = restore
+		}
+		g := r.LongestGapIn(from, sw.Add(switchWindow))
 		t.Failback = g.Duration
 		if os.Getenv("BENCH_DEBUG") != "" && g.Duration > 50*time.Millisecond {
 			fmt.Fprintf(os.Stderr, "long failback gap %v from %.6f (switch %+v):\n", g.Duration, float64(g.Start.UnixNano())/1e9, g.Start.Sub(sw))
