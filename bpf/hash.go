@@ -13,7 +13,8 @@ const NumBuckets = 40320
 // 32-bit hash seeded with seed over the packet bytes read as little-endian
 // 32-bit words: source address, then (unless ipOnly) destination address and
 // the word made of the source and destination ports as they sit in the
-// packet. src and dst must be the same family; IPv4-mapped IPv6 addresses
+// packet. An IPv6 destination is first folded to one word (XOR of its four):
+// it is one of a group's few multi-hosted IPs. src and dst must be the same family; IPv4-mapped IPv6 addresses
 // are hashed as IPv4. Ports are in host order. The tuple is always the one of
 // a packet from the client to this node (sport = client port).
 func Hash(src, dst netip.Addr, sport, dport uint16, seed uint32, ipOnly bool) uint32 {
@@ -36,11 +37,13 @@ func Hash(src, dst netip.Addr, sport, dport uint16, seed uint32, ipOnly bool) ui
 	if ipOnly {
 		return fmix(h, 16)
 	}
+	var fold uint32
 	for i := 0; i < 16; i += 4 {
-		h = mix(h, binary.LittleEndian.Uint32(d[i:]))
+		fold ^= binary.LittleEndian.Uint32(d[i:])
 	}
+	h = mix(h, fold)
 	h = mix(h, portsWord(sport, dport))
-	return fmix(h, 36)
+	return fmix(h, 24)
 }
 
 // Bucket maps a flow to one of NumBuckets buckets exactly as the program
