@@ -122,10 +122,10 @@ test-packaging:
 test-xdp:
 	$(GO) test -count=1 ./bpf/ ./dataplane/multihost/
 
-## bench-xdp: XDP per-packet cost vs a bare program, and netns throughput vs nftables
+## bench-xdp: XDP per-packet cost vs a bare program, and netns throughput vs nftables (bridge; live XDP frames)
 bench-xdp: deps
 	SHOAL_BENCH=1 $(GO) test -count=1 -run '^TestXDPCost$$' -v ./bpf/
-	SHOAL_BENCH=1 $(GO) test -count=1 -timeout 5m -run '^TestBenchThroughput$$' -v ./dataplane/multihost/
+	SHOAL_BENCH=1 $(GO) test -count=1 -timeout 5m -run '^TestBench(Throughput|LiveFrames)$$' -v ./dataplane/multihost/
 
 # --- harness ---
 .PHONY: test-harness bench-failover

@@ -55,10 +55,12 @@ func TestXDPCost(t *testing.T) {
 		{"owned tcp6 syn (pass, owner)", ether(testMcastMAC, 0, ipv6(client6, vip6, nil, tcpSeg(1, 443, tcpSYN))), false},
 		{"not multi-hosted (pass untouched)", ether(testMcastMAC, 0, ipv4(client4, other4, 0, tcpSeg(1, 443, tcpACK))), false},
 	}
-	const repeat = 2_000_000
+	// Best of 7: a run slowed by anything else on the machine (timer,
+	// another thread on the CPU) is discarded.
+	const repeat, rounds = 2_000_000, 7
 	best := func(p *ebpf.Program, frame []byte) float64 {
 		min := 0.0
-		for range 3 {
+		for range rounds {
 			_, d, err := p.Benchmark(frame, repeat, nil)
 			if err != nil {
 				t.Fatalf("benchmark: %v", err)
@@ -69,7 +71,7 @@ func TestXDPCost(t *testing.T) {
 		}
 		return min
 	}
-	fmt.Printf("XDP per-packet cost (BPF_PROG_TEST_RUN, %d repeats, best of 3)\n", repeat)
+	fmt.Printf("XDP per-packet cost (BPF_PROG_TEST_RUN, %d repeats, best of %d)\n", repeat, rounds)
 	fmt.Printf("%-42s %9s %9s %9s  %s\n", "frame", "bare", "shoal", "diff", "goal <= 30 ns over bare")
 	pruned := false
 	for _, f := range frames {
