@@ -297,14 +297,27 @@ func TestPartitionAndHeal(t *testing.T) {
 // finding: a port flapping for 0.2-0.4 s made its node churn its view).
 // Its peers, which did not hear it, remove it as usual.
 func TestOwnLinkDownForgiven(t *testing.T) {
-	for _, hook := range []bool{false, true} {
-		t.Run(fmt.Sprintf("LinkUp hook %v", hook), func(t *testing.T) {
+	cases := []struct {
+		hook bool
+		down time.Duration
+	}{
+		// Longer than suspicion (1.55 I) plus the window (0.4 I), shorter
+		// than the monitor timeout (4 I).
+		{false, 650 * time.Millisecond},
+		{true, 650 * time.Millisecond},
+		// Longer than the monitor timeout: on link return n1 must wait
+		// for heartbeats instead of declaring everybody down at once.
+		{false, 5 * testInterval},
+		{true, 5 * testInterval},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("LinkUp hook %v, down %v", tc.hook, tc.down), func(t *testing.T) {
 			c := newTestCluster(t, 3, testInterval)
 			all := seq(3)
 			c.waitViews(all, names(all...), 10*time.Second)
 			var up atomic.Bool
 			up.Store(true)
-			if hook {
+			if tc.hook {
 				c.stop(0)
 				c.configure = func(i int, cfg *Config) {
 					if i == 0 {
@@ -314,11 +327,9 @@ func TestOwnLinkDownForgiven(t *testing.T) {
 				c.start(0)
 				c.waitViews(all, names(all...), 10*time.Second)
 			}
-			// n1's link is down for 650 ms: longer than suspicion (1.55 I)
-			// plus the window (0.4 I), shorter than the monitor timeout (4 I).
 			up.Store(false)
 			c.net.Partition([]netip.Addr{testAddr(0)}, []netip.Addr{testAddr(1), testAddr(2)})
-			time.Sleep(650 * time.Millisecond)
+			time.Sleep(tc.down)
 			c.net.Heal()
 			up.Store(true)
 			c.waitViews(all, names(all...), 10*time.Second)
@@ -330,9 +341,9 @@ func TestOwnLinkDownForgiven(t *testing.T) {
 			}
 			forgiven := c.agent(0).Stats().LinkForgiven
 			switch {
-			case hook && (len(failed) > 0 || forgiven == 0):
+			case tc.hook && (len(failed) > 0 || forgiven == 0):
 				t.Errorf("with the hook n1 declared %v (forgiven %d); want none declared, suspicions forgiven", failed, forgiven)
-			case !hook && len(failed) == 0:
+			case !tc.hook && len(failed) == 0:
 				// Without the hook the flap must show the problem, or this
 				// test does not exercise it.
 				t.Errorf("without the hook n1 declared nobody down: the flap is too short to test anything")

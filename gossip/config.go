@@ -83,11 +83,13 @@ type Config struct {
 	// partition by itself). Default 3s.
 	RejoinInterval time.Duration
 	// LinkUp, if set, reports whether this node's own link to the cluster
-	// (the heartbeat interface) has carrier. The detector asks it while a
-	// member is suspect: a member whose confirmation window overlapped a
-	// moment our own link was down is given a fresh window instead of being
-	// declared down (its silence was ours). MonitorTimeout still applies.
-	// It must be cheap and must not block.
+	// (the heartbeat interface) has carrier. The detector asks it every
+	// tick: a suspect member not heard since a moment our own link was down
+	// is given a fresh confirmation window instead of being declared down
+	// (its silence was ours), and MonitorTimeout counts from
+	// the last moment our link was seen down, so a node whose own cable was
+	// out for longer than the timeout does not declare every peer down in
+	// the instant it comes back. It must be cheap and must not block.
 	LinkUp func() bool
 	// Observers are the serf node names admitted to the gossip pool without
 	// an admission token (stock `serf agent`s used for monitoring and user

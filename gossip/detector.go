@@ -378,21 +378,23 @@ func (a *Agent) tick(now time.Time) {
 	if a.leaving {
 		return
 	}
-	if a.cfg.LinkUp != nil {
-		for _, p := range a.peers {
-			if p.suspect && !p.down && !p.left {
-				if !a.cfg.LinkUp() {
-					a.linkDownAt = now
-				}
-				break
-			}
-		}
+	// Every tick: a flap shorter than the suspicion delay still costs the
+	// heartbeats and probe answers sent during it.
+	if a.cfg.LinkUp != nil && !a.cfg.LinkUp() {
+		a.linkDownAt = now
 	}
 	for _, p := range a.peers {
 		if !p.heard || p.down || p.left {
 			continue
 		}
-		if now.Sub(p.lastHeard) >= a.tim.monitor {
+		// Silence while our own link was down proves nothing about p: the
+		// monitor timeout counts from the later of its last heartbeat and
+		// the last moment our link was seen down.
+		since := p.lastHeard
+		if a.linkDownAt.After(since) {
+			since = a.linkDownAt
+		}
+		if now.Sub(since) >= a.tim.monitor {
 			a.markDownLocked(p, "monitor timeout: no heartbeat for "+now.Sub(p.lastHeard).Round(time.Millisecond).String(), now)
 			continue
 		}
@@ -411,9 +413,12 @@ func (a *Agent) tick(now time.Time) {
 				a.log.Info().Str("member", p.m.Name).Dur("silent", now.Sub(p.lastHeard)).Msg("member suspected: probing")
 			}
 			a.probeLocked(p, now)
-		case p.suspect && now.Sub(p.probeStart) >= a.tim.window && !a.linkDownAt.Before(p.probeStart):
-			// Our own link was down during the window: the probes (or
-			// their answers) were lost here. Probe afresh.
+		case p.suspect && now.Sub(p.probeStart) >= a.tim.window && !a.linkDownAt.Before(last):
+			// Our own link was down since we last heard p: its
+			// heartbeats, our probes or their answers were lost here
+			// (and a returning link starts with empty neighbour
+			// tables). Probe afresh; the monitor timeout, counted from
+			// the link's return, bounds how long this goes on.
 			a.ctr.linkForgiven.Add(1)
 			if a.limiter.allow(netip.Addr{}, "link-down", now) {
 				a.log.Warn().Str("member", p.m.Name).Msg("own link was down while probing: suspicion restarted")

@@ -520,7 +520,19 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 		}
 		g := r.LongestGapIn(from, sw.Add(switchWindow))
 		t.Failback = g.Duration
-		if os.Getenv("BENCH_DEBUG") != "" && g.Duration > 50*time.Millisecond {
+		if os.Getenv("BENCH_DEBUG") != "" {
+			// Where the longest gap lies, and the slowest connects
+			// around the switch.
+			var slow []string
+			for _, a := range r.Attempts {
+				if a.OK && a.End.After(sw.Add(-20*time.Millisecond)) && a.End.Before(sw.Add(20*time.Millisecond)) {
+					slow = append(slow, fmt.Sprintf("%+.1f:%.1fms:%s", float64(a.End.Sub(sw).Microseconds())/1000, float64(a.End.Sub(a.Start).Microseconds())/1000, a.Server))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "%s failback gap %.1fms at %+.1fms from switch; connects ending within 20ms of the switch (end:duration:server) %v\n",
+				t.Peer, float64(g.Duration.Microseconds())/1000, float64(g.Start.Sub(sw).Microseconds())/1000, slow)
+		}
+		if os.Getenv("BENCH_DEBUG") != "" && g.Duration > 15*time.Millisecond {
 			fmt.Fprintf(os.Stderr, "long failback gap %v from %.6f (switch %+v):\n", g.Duration, float64(g.Start.UnixNano())/1e9, g.Start.Sub(sw))
 			for _, a := range r.Attempts {
 				if a.End.After(g.Start.Add(-20*time.Millisecond)) && a.Start.Before(g.End.Add(20*time.Millisecond)) {
