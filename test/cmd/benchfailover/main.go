@@ -529,8 +529,8 @@ func (e *env) runTrial(ctx context.Context, p peer, idx int) (t trial) {
 					slow = append(slow, fmt.Sprintf("%+.1f:%.1fms:%s", float64(a.End.Sub(sw).Microseconds())/1000, float64(a.End.Sub(a.Start).Microseconds())/1000, a.Server))
 				}
 			}
-			fmt.Fprintf(os.Stderr, "%s failback gap %.1fms at %+.1fms from switch; connects ending within 20ms of the switch (end:duration:server) %v\n",
-				t.Peer, float64(g.Duration.Microseconds())/1000, float64(g.Start.Sub(sw).Microseconds())/1000, slow)
+			fmt.Fprintf(os.Stderr, "%s failback gap %.1fms at %+.1fms from switch (%s); connects ending within 20ms of the switch (end:duration:server) %v\n",
+				t.Peer, float64(g.Duration.Microseconds())/1000, float64(g.Start.Sub(sw).Microseconds())/1000, g.Start.UTC().Format("15:04:05.000"), slow)
 		}
 		if os.Getenv("BENCH_DEBUG") != "" && g.Duration > 15*time.Millisecond {
 			fmt.Fprintf(os.Stderr, "long failback gap %v from %.6f (switch %+v):\n", g.Duration, float64(g.Start.UnixNano())/1e9, g.Start.Sub(sw))
