@@ -47,8 +47,9 @@ type Agent struct {
 	ran      bool
 	lastTick time.Time // detector stall detection
 	// linkDownAt is the last tick at which Config.LinkUp said our link was
-	// down (asked only while a member is suspect).
+	// down; linkDown is what it said at the last tick.
 	linkDownAt time.Time
+	linkDown   bool
 
 	serf      *serfState // nil when DisableSerf
 	closeOnce sync.Once
@@ -62,6 +63,7 @@ type peer struct {
 	epoch     uint64
 	seqMax    uint64
 	seqWin    uint64 // replay bitmap: bit i = seqMax-i seen
+	sentMax   int64  // send time of the packet with seqMax (unix ns)
 	lastHeard time.Time
 	lastHB    time.Time // last heartbeat (recovery counting)
 	lastAck   time.Time // last relayed probe answer

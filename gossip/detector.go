@@ -59,6 +59,20 @@ func (a *Agent) handle(pkt Packet, now time.Time) {
 		a.rejectLog(pkt.From, RejectUnknownNode, now, errors.New("not a configured member"), p.Node)
 		return
 	}
+	// Cheap checks before the signature (tens of microseconds): rejecting
+	// changes no state, so a forged packet gains nothing from them. A
+	// replayed or too old sequence is refused; a packet older than the
+	// sender's latest by more than an interval is a backlog (queued in
+	// the sender's kernel while its link was cut, flushed when it came
+	// back, dozens at once) and too old to answer or match a probe.
+	if _, ok := pr.checkReplay(p.BootEpoch, p.Seq); !ok {
+		a.rejectLog(pkt.From, RejectReplay, now, errors.New("old epoch or sequence"), p.Node)
+		return
+	}
+	if pr.heard && p.BootEpoch == pr.epoch && p.Seq < pr.seqMax && p.SendTime < pr.sentMax-int64(a.tim.interval) {
+		a.ctr.backlog.Add(1)
+		return
+	}
 	if err := p.Verify(pr.m.PublicKey); err != nil {
 		a.rejectLog(pkt.From, RejectBadSignature, now, err, p.Node)
 		return
@@ -84,6 +98,9 @@ func (a *Agent) handle(pkt Packet, now time.Time) {
 	// health, view or config version the sender had then.
 	latest := newEpoch || p.Seq > pr.seqMax
 	pr.commitReplay(p.BootEpoch, p.Seq, newEpoch)
+	if latest {
+		pr.sentMax = p.SendTime
+	}
 	a.ctr.accepted.Add(1)
 	if !latest {
 		a.ctr.stale.Add(1)
@@ -380,7 +397,8 @@ func (a *Agent) tick(now time.Time) {
 	}
 	// Every tick: a flap shorter than the suspicion delay still costs the
 	// heartbeats and probe answers sent during it.
-	if a.cfg.LinkUp != nil && !a.cfg.LinkUp() {
+	a.linkDown = a.cfg.LinkUp != nil && !a.cfg.LinkUp()
+	if a.linkDown {
 		a.linkDownAt = now
 	}
 	for _, p := range a.peers {
@@ -465,6 +483,12 @@ func (a *Agent) tick(now time.Time) {
 // three other up members, chosen at random each round.
 func (a *Agent) probeLocked(p *peer, now time.Time) {
 	p.probeLast = now
+	if a.linkDown {
+		// Nothing gets out: a unicast probe would wait in the kernel
+		// behind an unresolved neighbour and reach p as a stale burst
+		// when the link returns. The window restarts anyway.
+		return
+	}
 	a.ctr.probes.Add(1)
 	a.replyLocked(p, wire.TypeProbe, wire.Body{Nonce: p.probeNonce, Subject: p.m.Name})
 	helpers := make([]*peer, 0, len(a.peers))

@@ -164,3 +164,53 @@ func TestStalePacketKeepsState(t *testing.T) {
 		t.Errorf("a stale packet changed n2's view %d times", s.ViewChanges-before.ViewChanges)
 	}
 }
+
+// Packets older than the sender's latest by more than an interval (a backlog
+// flushed after a link cut) and replays are dropped before the signature is
+// checked: a backlog packet with a bad signature counts as backlog, a replay
+// with one as a replay. A merely reordered packet (within an interval) is
+// still verified and accepted as stale.
+func TestBacklogDroppedBeforeVerification(t *testing.T) {
+	c := newTestCluster(t, 2, testInterval)
+	all := seq(2)
+	c.waitViews(all, names(all...), 10*time.Second)
+	n2 := c.agent(1)
+	// The send times below reach back 3 intervals: n1 must have booted
+	// before them (a packet sent before its sender's boot is refused).
+	time.Sleep(4 * testInterval)
+	n2.mu.Lock()
+	pr := n2.peers["n1"]
+	epoch, top := pr.epoch, pr.seqMax+100
+	n2.mu.Unlock()
+	packet := func(seq uint64, sent time.Time, key int) []byte {
+		b, err := wire.Encode(&wire.Packet{Type: wire.TypeHeartbeat, Cluster: "test", Node: "n1", BootEpoch: epoch, Seq: seq,
+			SendTime: sent.UnixNano(), Health: wire.Health{OK: true}}, testKey(key))
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		return b
+	}
+	now := time.Now()
+	before := n2.Stats()
+	c.net.Inject(testAddr(0), testAddr(1), packet(top, now, 0))
+	waitFor(t, 2*time.Second, "n2 to accept the newest packet", func() (bool, string) {
+		n2.mu.Lock()
+		defer n2.mu.Unlock()
+		return pr.seqMax == top, fmt.Sprintf("seqMax %d", pr.seqMax)
+	})
+	c.net.Inject(testAddr(0), testAddr(1), packet(top-1, now.Add(-3*testInterval), 1)) // backlog, forged
+	c.net.Inject(testAddr(0), testAddr(1), packet(top, now, 1))                        // replay, forged
+	c.net.Inject(testAddr(0), testAddr(1), packet(top-2, now.Add(-testInterval/2), 0)) // reordered
+	waitFor(t, 2*time.Second, "n2 to count all three", func() (bool, string) {
+		s := n2.Stats()
+		return s.Backlog > before.Backlog && s.Rejected[RejectReplay] > before.Rejected[RejectReplay] && s.Stale > before.Stale,
+			fmt.Sprintf("backlog %d replay %d stale %d rejected %v accepted %d", s.Backlog, s.Rejected[RejectReplay], s.Stale, s.Rejected, s.Accepted-before.Accepted)
+	})
+	s := n2.Stats()
+	if d := s.Rejected[RejectBadSignature] - before.Rejected[RejectBadSignature]; d != 0 {
+		t.Errorf("%d packets rejected for their signature: backlog and replay must be dropped before verification", d)
+	}
+	if d := s.Backlog - before.Backlog; d != 1 {
+		t.Errorf("backlog dropped %d, want 1", d)
+	}
+}

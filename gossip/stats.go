@@ -33,6 +33,7 @@ type Stats struct {
 	Received          uint64            // packets received, valid or not
 	Accepted          uint64            // packets that passed validation
 	Stale             uint64            // accepted packets older than the sender's latest: state not applied
+	Backlog           uint64            // packets older than the sender's latest by more than an interval: dropped before verification
 	Own               uint64            // own packets looped back (ignored, not rejections)
 	Rejected          map[string]uint64 // by reason (Reject* constants); every reason present
 	Heartbeats        uint64            // heartbeats sent
@@ -56,7 +57,7 @@ type Stats struct {
 }
 
 type counters struct {
-	sent, sendErrors, received, accepted, stale, own, heartbeats, probes, indirect, probeAcks, relayed,
+	sent, sendErrors, received, accepted, stale, backlog, own, heartbeats, probes, indirect, probeAcks, relayed,
 	suspicions, verdictsSent, verdictsReceived, verdictsAdopted, evidenceSent, evidenceReceived,
 	refuted, viewChanges, eventsDropped, serfEventsDropped, admissionRefused, stalls, linkForgiven atomic.Uint64
 	rejected [7]atomic.Uint64 // indexed like RejectReasons
@@ -74,7 +75,7 @@ func (c *counters) reject(reason string) {
 func (c *counters) snapshot() Stats {
 	s := Stats{
 		Sent: c.sent.Load(), SendErrors: c.sendErrors.Load(), Received: c.received.Load(),
-		Accepted: c.accepted.Load(), Stale: c.stale.Load(), Own: c.own.Load(), Heartbeats: c.heartbeats.Load(),
+		Accepted: c.accepted.Load(), Stale: c.stale.Load(), Backlog: c.backlog.Load(), Own: c.own.Load(), Heartbeats: c.heartbeats.Load(),
 		ProbesSent: c.probes.Load(), IndirectSent: c.indirect.Load(), ProbeAcks: c.probeAcks.Load(),
 		Relayed: c.relayed.Load(), Suspicions: c.suspicions.Load(), VerdictsSent: c.verdictsSent.Load(),
 		VerdictsReceived: c.verdictsReceived.Load(), VerdictsAdopted: c.verdictsAdopted.Load(),

@@ -56,6 +56,7 @@ var (
 	dPacketsReceived  = desc("shoal_heartbeat_packets_received_total", "Heartbeat-channel packets received, valid or not.")
 	dPacketsAccepted  = desc("shoal_heartbeat_packets_accepted_total", "Heartbeat-channel packets that passed validation.")
 	dPacketsStale     = desc("shoal_heartbeat_packets_stale_total", "Valid heartbeat-channel packets older than the sender's latest (reordered or delayed): answered, but their state is not applied.")
+	dPacketsBacklog   = desc("shoal_heartbeat_packets_backlog_total", "Heartbeat-channel packets older than the sender's latest by more than an interval (a backlog flushed after the sender's link came back): dropped before signature verification.")
 	dPacketsRejected  = desc("shoal_heartbeat_packets_rejected_total", "Heartbeat-channel packets rejected, by reason.", "reason")
 	dSuspicions       = desc("shoal_gossip_suspicions_total", "Suspicions started (a member went silent).")
 	dViewChanges      = desc("shoal_view_changes_total", "View epoch increments.")
@@ -90,7 +91,7 @@ var (
 	dStatusError      = desc("shoal_admin_status_error", "1 if this node's status could not be read at scrape time (status-derived series are missing).")
 
 	allDescs = []*prometheus.Desc{dBuildInfo, dHeartbeatsSent, dPacketsSent, dSendErrors, dPacketsReceived,
-		dPacketsAccepted, dPacketsStale, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
+		dPacketsAccepted, dPacketsStale, dPacketsBacklog, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
 		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dBucketsHeld, dXDP,
 		dResponderReplies, dResponderBad, dAnnouncements, dAnnounceErrors, dRestored, dConflicts, dConverged,
 		dEventsPublished, dEventsDropped, dActionRuns, dActionFailures, dActionTimeouts, dActionDropped,
@@ -130,6 +131,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dPacketsReceived, g.Received)
 	counter(ch, dPacketsAccepted, g.Accepted)
 	counter(ch, dPacketsStale, g.Stale)
+	counter(ch, dPacketsBacklog, g.Backlog)
 	for _, r := range gossip.RejectReasons {
 		counter(ch, dPacketsRejected, g.Rejected[r], r)
 	}
