@@ -47,9 +47,11 @@ type Agent struct {
 	ran      bool
 	lastTick time.Time // detector stall detection
 	// linkDownAt is the last tick at which Config.LinkUp said our link was
-	// down; linkDown is what it said at the last tick.
-	linkDownAt time.Time
-	linkDown   bool
+	// down, linkDownSince the first tick of the current or last outage;
+	// linkDown is what it said at the last tick.
+	linkDownAt    time.Time
+	linkDownSince time.Time
+	linkDown      bool
 
 	serf      *serfState // nil when DisableSerf
 	closeOnce sync.Once
@@ -72,10 +74,11 @@ type peer struct {
 	cfgHash   [32]byte
 	view      *wire.ViewInfo
 
-	left       bool   // sent a leave in this epoch
-	down       bool   // detector declared it down (silence, probes, verdict, monitor timeout)
-	downReason string // why down
-	recoverN   int    // consecutive heartbeats seen while down
+	left       bool      // sent a leave in this epoch
+	down       bool      // detector declared it down (silence, probes, verdict, monitor timeout)
+	downReason string    // why down
+	recoverN   int       // consecutive heartbeats seen while down
+	downAt     time.Time // when the detector declared it down
 
 	suspect    bool
 	probeNonce uint64

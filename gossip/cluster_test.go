@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/rs/zerolog"
 )
 
 // testKey is a deterministic key per member index.
@@ -69,7 +68,7 @@ func newTestCluster(t testing.TB, n int, interval time.Duration) *testCluster {
 func (c *testCluster) config(i int) Config {
 	cfg := Config{
 		Cluster: "test", Node: testName(i), PrivateKey: testKey(i), Members: c.members,
-		Interval: c.interval, Logger: zerolog.New(zerolog.NewTestWriter(c.t)).Level(zerolog.WarnLevel),
+		Interval: c.interval, Logger: testLog(c.t),
 		Transport: c.net.Transport(testAddr(i)), DisableSerf: true,
 	}
 	if c.configure != nil {
@@ -302,11 +301,13 @@ func TestOwnLinkDownForgiven(t *testing.T) {
 		down time.Duration
 	}{
 		// Longer than suspicion (1.55 I) plus the window (0.4 I), shorter
-		// than the monitor timeout (4 I).
+		// than the monitor timeout (4 I): with the hook nobody is declared.
 		{false, 650 * time.Millisecond},
 		{true, 650 * time.Millisecond},
-		// Longer than the monitor timeout: on link return n1 must wait
-		// for heartbeats instead of declaring everybody down at once.
+		// Longer than the monitor timeout: n1 declares its peers down
+		// (it hears nobody), and with the hook takes them back the moment
+		// its link returns instead of staying alone until it has heard
+		// RecoverHeartbeats heartbeats of each.
 		{false, 5 * testInterval},
 		{true, 5 * testInterval},
 	}
@@ -330,9 +331,34 @@ func TestOwnLinkDownForgiven(t *testing.T) {
 			up.Store(false)
 			c.net.Partition([]netip.Addr{testAddr(0)}, []netip.Addr{testAddr(1), testAddr(2)})
 			time.Sleep(tc.down)
+			long := tc.down > 4*testInterval
+			if long {
+				if v := c.agent(0).View(); !slices.Equal(v.Up, names(0)) {
+					t.Errorf("n1 after %v with its link down: view %v, want itself alone", tc.down, v.Up)
+				}
+			}
 			c.net.Heal()
 			up.Store(true)
+			returned := time.Now()
+			if long {
+				// Recovery by heartbeats takes at least one interval
+				// (RecoverHeartbeats >= 2); taking back is one tick.
+				const quick = 150 * time.Millisecond
+				for !slices.Equal(c.agent(0).View().Up, names(all...)) && time.Since(returned) < quick {
+					time.Sleep(5 * time.Millisecond)
+				}
+				whole := slices.Equal(c.agent(0).View().Up, names(all...))
+				switch {
+				case tc.hook && !whole:
+					t.Errorf("with the hook n1's view %v %v after its link returned: want everybody taken back at once", c.agent(0).View().Up, quick)
+				case !tc.hook && whole:
+					t.Errorf("without the hook n1's view was whole %v after its link returned: the test does not exercise the outage", quick)
+				}
+			}
 			c.waitViews(all, names(all...), 10*time.Second)
+			if long {
+				return
+			}
 			var failed []string
 			for _, ev := range c.eventsOf(0) {
 				if ev.Type == EventFailed {

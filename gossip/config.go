@@ -86,10 +86,12 @@ type Config struct {
 	// (the heartbeat interface) has carrier. The detector asks it every
 	// tick: a suspect member not heard since a moment our own link was down
 	// is given a fresh confirmation window instead of being declared down
-	// (its silence was ours), and MonitorTimeout counts from
-	// the last moment our link was seen down, so a node whose own cable was
-	// out for longer than the timeout does not declare every peer down in
-	// the instant it comes back. It must be cheap and must not block.
+	// (its silence was ours). A longer outage still ends in
+	// MonitorTimeout (the view is honest: this node hears nobody), but when
+	// the link returns, members declared down during it are taken back with
+	// a fresh silence clock instead of waiting for their heartbeats, so the
+	// node does not find itself alone and raise every traffic IP. It must
+	// be cheap and must not block.
 	LinkUp func() bool
 	// Observers are the serf node names admitted to the gossip pool without
 	// an admission token (stock `serf agent`s used for monitoring and user

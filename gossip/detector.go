@@ -315,7 +315,7 @@ func (a *Agent) replyLocked(to *peer, t wire.Type, body wire.Body) {
 }
 
 func (a *Agent) markDownLocked(p *peer, reason string, now time.Time) {
-	p.down, p.downReason, p.recoverN, p.suspect = true, reason, 0, false
+	p.down, p.downReason, p.recoverN, p.suspect, p.downAt = true, reason, 0, false, now
 	a.log.Warn().Str("member", p.m.Name).Str("reason", reason).Time("last_heard", p.lastHeard).Msg("member declared down")
 }
 
@@ -397,22 +397,22 @@ func (a *Agent) tick(now time.Time) {
 	}
 	// Every tick: a flap shorter than the suspicion delay still costs the
 	// heartbeats and probe answers sent during it.
-	a.linkDown = a.cfg.LinkUp != nil && !a.cfg.LinkUp()
-	if a.linkDown {
+	down := a.cfg.LinkUp != nil && !a.cfg.LinkUp()
+	switch {
+	case down && !a.linkDown:
+		a.linkDownSince = now
+	case !down && a.linkDown:
+		a.linkReturnedLocked(now)
+	}
+	a.linkDown = down
+	if down {
 		a.linkDownAt = now
 	}
 	for _, p := range a.peers {
 		if !p.heard || p.down || p.left {
 			continue
 		}
-		// Silence while our own link was down proves nothing about p: the
-		// monitor timeout counts from the later of its last heartbeat and
-		// the last moment our link was seen down.
-		since := p.lastHeard
-		if a.linkDownAt.After(since) {
-			since = a.linkDownAt
-		}
-		if now.Sub(since) >= a.tim.monitor {
+		if now.Sub(p.lastHeard) >= a.tim.monitor {
 			a.markDownLocked(p, "monitor timeout: no heartbeat for "+now.Sub(p.lastHeard).Round(time.Millisecond).String(), now)
 			continue
 		}
@@ -477,6 +477,31 @@ func (a *Agent) tick(now time.Time) {
 		}
 	}
 	a.recompute(now)
+}
+
+// linkReturnedLocked runs when this node's own link comes back. Members it
+// declared down during the outage (or within one confirmation window before
+// it was noticed) were judged by a silence that was ours: they are taken
+// back as they were before it, with a fresh silence clock, so the node does
+// not find itself alone and raise every traffic IP while it waits for
+// their heartbeats. One that really died is suspected, probed and declared
+// again within a suspicion delay and a window.
+func (a *Agent) linkReturnedLocked(now time.Time) {
+	since := a.linkDownSince.Add(-a.tim.window)
+	var back []string
+	for _, p := range a.peers {
+		if !p.down || p.left || p.downAt.Before(since) {
+			continue
+		}
+		p.down, p.downReason, p.recoverN, p.suspect = false, "", 0, false
+		p.lastHeard = now
+		back = append(back, p.m.Name)
+	}
+	if len(back) > 0 {
+		a.ctr.linkForgiven.Add(uint64(len(back)))
+		a.log.Info().Strs("members", back).Dur("outage", now.Sub(a.linkDownSince)).
+			Msg("own link back: members declared down during the outage taken back until heard or timed out")
+	}
 }
 
 // probeLocked sends a direct probe to p and indirect-probe requests to up to

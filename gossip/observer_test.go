@@ -17,7 +17,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
-	"github.com/rs/zerolog"
 	"github.com/vishvananda/netns"
 )
 
@@ -184,7 +183,7 @@ func TestNetnsSerfObserver(t *testing.T) {
 		members[i] = Member{Name: testName(i), Addr: tn.addr(i), PublicKey: testKey(i).Public().(ed25519.PublicKey)}
 	}
 	observers := map[string]netip.Addr{"watch": {}, "pinned": tn.addr(obsIdx)}
-	logger := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	logger := testLog(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -53,7 +53,7 @@ type Stats struct {
 	SerfEventsDropped uint64            // SerfEvents dropped because the channel was full
 	AdmissionRefused  uint64            // serf members refused by the Merge delegate
 	Stalls            uint64            // detector stalls (this process not scheduled) forgiven
-	LinkForgiven      uint64            // suspicions restarted because this node's own link was down
+	LinkForgiven      uint64            // suspicions restarted, or members taken back on link return, because this node's own link was down
 }
 
 type counters struct {

@@ -299,7 +299,9 @@ func TestHostileHeartbeats(t *testing.T) {
 			Seq: p1.Seq + 1_000_000, SendTime: time.Now().UnixNano(), Health: wire.Health{OK: true},
 			ConfigVersion: p1.ConfigVersion, ConfigHash: p1.ConfigHash}
 	}
-	tampered := bytes.Clone(real1)
+	// A fresh sequence: a tampered copy of an already seen packet is
+	// refused as a replay before its signature is checked.
+	tampered := encode(t, fresh(), key1)
 	tampered[len(tampered)-wire.SignatureSize-1] ^= 0x55 // inside the signed part
 	wrongCluster := fresh()
 	wrongCluster.Cluster = "other"
