@@ -74,22 +74,29 @@ func TestLinkUpFuncCarrier(t *testing.T) {
 	}
 	byName := linkUpFunc("hb0", netip.Addr{})
 	byAddr := linkUpFunc("", netip.MustParseAddr("198.51.100.7"))
+	// IFF_RUNNING follows the operational state, which the kernel's
+	// linkwatch updates asynchronously: wait (bounded) for each change.
+	settle := func(want bool) {
+		deadline := time.Now().Add(3 * time.Second)
+		for byName() != want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	settle(false)
 	if byName() || byAddr() {
 		t.Errorf("hb0 up without carrier (peer down): by name %v, by address %v, want down", byName(), byAddr())
 	}
 	if err := h.LinkSetUp(hb1); err != nil {
 		t.Fatalf("hb1 up: %v", err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for !byName() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	settle(true)
 	if !byName() || !byAddr() {
 		t.Errorf("hb0 with carrier: by name %v, by address %v, want up", byName(), byAddr())
 	}
 	if err := h.LinkSetDown(hb1); err != nil {
 		t.Fatalf("hb1 down: %v", err)
 	}
+	settle(false)
 	if byName() {
 		t.Error("hb0 after its peer went down: reported up, want down")
 	}
