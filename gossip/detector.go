@@ -530,12 +530,19 @@ func (a *Agent) probeLocked(p *peer, now time.Time) {
 }
 
 // isUp is the membership rule: heard in this epoch, healthy, not left, not
-// declared down by the detector, not failed/left in serf.
+// declared down by the detector, not down in serf (see serfDown).
 func (p *peer) isUp() bool {
-	return p.heard && p.health.OK && !p.left && !p.down && !serfDown(p.serfStatus)
+	return p.heard && p.health.OK && !p.left && !p.down && !p.serfDown()
 }
 
-func serfDown(status string) bool { return status == "failed" || status == "left" }
+// serfDown reports serf's verdict as far as the view takes it: "left" (a
+// deliberate leave) always; "failed" only while the heartbeat detector does
+// not hear the member either (suspect). memberlist judges over another path
+// (unicast on gossip_port, its own timers) and can fail a member whose
+// signed heartbeats arrive every interval; that member still serves.
+func (p *peer) serfDown() bool {
+	return p.serfStatus == "left" || (p.serfStatus == "failed" && (p.suspect || p.down))
+}
 
 func (p *peer) whyNotUp() string {
 	switch {
@@ -545,7 +552,7 @@ func (p *peer) whyNotUp() string {
 		return "left"
 	case p.down:
 		return p.downReason
-	case serfDown(p.serfStatus):
+	case p.serfDown():
 		return "serf: " + p.serfStatus
 	case !p.health.OK:
 		return healthString(p.health)
@@ -559,7 +566,7 @@ func (p *peer) state() string {
 		return "unknown"
 	case p.left:
 		return "left"
-	case p.down || serfDown(p.serfStatus):
+	case p.down || p.serfDown():
 		return "down"
 	case !p.health.OK:
 		return "failed"

@@ -19,5 +19,6 @@
 // It must not touch: config files or confsync (the caller passes a Config),
 // allocation, the dataplane (netlink, ARP, XDP), the admin socket or the CLI.
 // Serf alone never marks a member up: only a fresh, valid, healthy heartbeat
-// does; serf "failed"/"left" does mark a member down.
+// does; serf "left" marks a member down, serf "failed" only while the
+// heartbeat detector does not hear it either.
 package gossip

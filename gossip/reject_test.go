@@ -214,3 +214,24 @@ func TestBacklogDroppedBeforeVerification(t *testing.T) {
 		t.Errorf("backlog dropped %d, want 1", d)
 	}
 }
+
+// serf's "failed" takes a member out of the view only while the heartbeat
+// detector does not hear it either; "left" always does.
+func TestSerfFailedNeedsSilence(t *testing.T) {
+	for _, tc := range []struct {
+		serf    string
+		suspect bool
+		up      bool
+	}{
+		{"alive", false, true},
+		{"failed", false, true}, // heartbeats arrive: memberlist is wrong
+		{"failed", true, false}, // silent here too
+		{"left", false, false},
+		{"", true, true}, // suspicion alone is not down (the window decides)
+	} {
+		p := &peer{heard: true, health: Health{OK: true}, serfStatus: tc.serf, suspect: tc.suspect}
+		if got := p.isUp(); got != tc.up {
+			t.Errorf("serf %q, suspect %v: isUp() = %v, want %v (%s)", tc.serf, tc.suspect, got, tc.up, p.whyNotUp())
+		}
+	}
+}
