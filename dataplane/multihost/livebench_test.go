@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-project/shoal/bpf"
 	"github.com/shoal-project/shoal/dataplane"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 const (
@@ -55,6 +56,35 @@ func liveGenerator(ports *ebpf.Map) (*ebpf.Program, error) {
 		asm.Return(),
 	}
 	return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "live_gen", Type: ebpf.XDP, License: "GPL", Instructions: insns})
+}
+
+// attachBare attaches a two-instruction XDP program returning verdict
+// (1 XDP_DROP, 2 XDP_PASS) to eth0 of ns in native mode, detached on cleanup.
+func attachBare(t *testing.T, ns netns.NsHandle, verdict int32) link.Link {
+	t.Helper()
+	var l link.Link
+	err := inNS(ns, func() error {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bare", Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, verdict), asm.Return()}})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { prog.Close() })
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { l.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("bare XDP program (verdict %d): %v", verdict, err)
+	}
+	return l
 }
 
 // udpRcvbufErrors is the Udp RcvbufErrors counter of a namespace: datagrams
@@ -269,29 +299,7 @@ func TestBenchLiveFrames(t *testing.T) {
 	for i, n := range tp.nodes {
 		sh(t, "-n", n, "addr", "add", testVIP4.String()+"/32", "dev", "lo")
 		nft(n, nodes, i, false)
-		err := inNS(tp.ns(t, n), func() error {
-			bare, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bare_pass", Type: ebpf.XDP, License: "GPL",
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
-			if err != nil {
-				return err
-			}
-			ifi, err := net.InterfaceByName("eth0")
-			if err != nil {
-				bare.Close()
-				return err
-			}
-			l, err := link.AttachXDP(link.XDPOptions{Program: bare, Interface: ifi.Index, Flags: link.XDPDriverMode})
-			if err != nil {
-				bare.Close()
-				return err
-			}
-			bareLinks = append(bareLinks, l)
-			t.Cleanup(func() { l.Close(); bare.Close() })
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("bare XDP in %s: %v", n, err)
-		}
+		bareLinks = append(bareLinks, attachBare(t, tp.ns(t, n), 2)) // XDP_PASS
 	}
 	nft3 := best(gens[0])
 	nft(tp.nodes[0], 8, 0, false)
@@ -302,30 +310,8 @@ func TestBenchLiveFrames(t *testing.T) {
 	// Floor: the generator and the veth hand-over alone, node 0 dropping
 	// every frame with a bare XDP_DROP in place of its XDP_PASS.
 	bareLinks[0].Close()
-	var floor result
-	err = inNS(tp.ns(t, tp.nodes[0]), func() error {
-		drop, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bare_drop", Type: ebpf.XDP, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}}) // XDP_DROP
-		if err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			drop.Close()
-			return err
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: drop, Interface: ifi.Index, Flags: link.XDPDriverMode})
-		if err != nil {
-			drop.Close()
-			return err
-		}
-		t.Cleanup(func() { l.Close(); drop.Close() })
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("bare XDP_DROP: %v", err)
-	}
-	floor = best(gens[1])
+	attachBare(t, tp.ns(t, tp.nodes[0]), 1) // XDP_DROP
+	floor := best(gens[1])
 
 	fmt.Printf("In-kernel generator (BPF_PROG_TEST_RUN live frames, devmap broadcast) -> node veths in native XDP mode\n")
 	fmt.Printf("(%d frames x %d rounds, UDP to the multi-hosted IP, 4096 source ports; frames/s = frames / run time, best round;\n", frames, rounds)
@@ -355,8 +341,10 @@ func TestBenchLiveFrames(t *testing.T) {
 		r    result
 	}{{"xdp", xdp3}, {"nftables", nft3}} {
 		// A frame can be lost before any filter (the veth's XDP ring
-		// overflows when the generator outruns a node), never delivered twice.
-		if c.r.delivered+c.r.full > frames || c.r.delivered+c.r.full < frames*99/100 {
+		// overflows when the generator outruns a node: up to 1.5 % seen),
+		// never delivered twice; a filter that lost a node's share would
+		// miss a third.
+		if c.r.delivered+c.r.full > frames || c.r.delivered+c.r.full < frames*95/100 {
 			t.Errorf("3-node flood, %s: %d delivered + %d refused by full buffers, want %d (every frame to exactly one node)",
 				c.name, c.r.delivered, c.r.full, frames)
 		}
