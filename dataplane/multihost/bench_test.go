@@ -83,6 +83,74 @@ func startSink(t *testing.T, ns netns.NsHandle) *udpSink {
 	return s
 }
 
+// benchSetup skips unless SHOAL_BENCH=1, as root, with nft; it builds the
+// topology with a UDP sink on every node.
+func benchSetup(t *testing.T, nodes int) (*topo, []*udpSink) {
+	t.Helper()
+	if os.Getenv("SHOAL_BENCH") != "1" {
+		t.Skip("benchmark: set SHOAL_BENCH=1 (make bench-xdp)")
+	}
+	requireRoot(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nftables: nft not found")
+	}
+	tp := newTopo(t, nodes)
+	var sinks []*udpSink
+	for _, n := range tp.nodes {
+		sinks = append(sinks, startSink(t, tp.ns(t, n)))
+	}
+	return tp, sinks
+}
+
+// received is the number of datagrams all sinks have read.
+func received(sinks []*udpSink) uint64 {
+	var n uint64
+	for _, s := range sinks {
+		n += s.n.Load()
+	}
+	return n
+}
+
+// drained waits (at most 5 s) until the sinks stop reading and returns
+// their total.
+func drained(sinks []*udpSink) uint64 {
+	last, deadline := received(sinks), time.Now().Add(5*time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		n := received(sinks)
+		if n == last {
+			break
+		}
+		last = n
+	}
+	return last
+}
+
+// nftPartition loads (replacing any earlier one) the nftables equivalent
+// of the XDP partition into node: drop the flows whose jhash mod of is
+// not i, then last for what stays ("" = mark it for this host, which TCP
+// and the socket lookup need for frames sent to a multicast MAC).
+func nftPartition(t *testing.T, node string, of, i int, last string) {
+	t.Helper()
+	if last == "" {
+		last = fmt.Sprintf("ip daddr %s meta pkttype set host", testVIP4)
+	}
+	rules := fmt.Sprintf(`table ip shoalbench {
+	chain pre {
+		type filter hook prerouting priority -300; policy accept;
+		ip daddr %s jhash ip saddr . udp sport . ip daddr . udp dport mod %d seed 0x%x != %d drop
+		%s
+	}
+}
+`, testVIP4, of, testSeed, i, last)
+	_ = exec.Command("ip", "netns", "exec", node, "nft", "delete", "table", "ip", "shoalbench").Run()
+	cmd := exec.Command("ip", "netns", "exec", node, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v: %s", node, err, b)
+	}
+}
+
 // busyCPU returns the machine's non-idle CPU time so far (all CPUs, from
 // /proc/stat), in nanoseconds.
 func busyCPU(t *testing.T) uint64 {
@@ -117,19 +185,8 @@ const clockTicks = 100
 // program and once by an nftables rule set doing the same job, in the same
 // run. It runs only with SHOAL_BENCH=1 and asserts nothing about speed.
 func TestBenchThroughput(t *testing.T) {
-	if os.Getenv("SHOAL_BENCH") != "1" {
-		t.Skip("benchmark: set SHOAL_BENCH=1 (make bench-xdp)")
-	}
-	requireRoot(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nftables: nft not found")
-	}
 	const nodes, packets, rounds = 3, 300_000, 3
-	tp := newTopo(t, nodes)
-	var sinks []*udpSink
-	for _, n := range tp.nodes {
-		sinks = append(sinks, startSink(t, tp.ns(t, n)))
-	}
+	tp, sinks := benchSetup(t, nodes)
 	clientNS := tp.ns(t, tp.client)
 	var sender *packet.Conn
 	var frames [][]byte
@@ -148,10 +205,7 @@ func TestBenchThroughput(t *testing.T) {
 	defer sender.Close()
 
 	flood := func() (pps float64, delivered uint64, cpuNs float64) {
-		var before uint64
-		for _, s := range sinks {
-			before += s.n.Load()
-		}
+		before := received(sinks)
 		busy0 := busyCPU(t)
 		dst := &packet.Addr{HardwareAddr: MulticastMAC(testGroup)}
 		start := time.Now()
@@ -161,20 +215,8 @@ func TestBenchThroughput(t *testing.T) {
 			}
 		}
 		elapsed := time.Since(start)
-		// Let the receivers drain (bounded wait).
-		last, deadline := uint64(0), time.Now().Add(5*time.Second)
-		for time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-			var n uint64
-			for _, s := range sinks {
-				n += s.n.Load()
-			}
-			if n == last {
-				break
-			}
-			last = n
-		}
-		return packets / elapsed.Seconds(), last - before, float64(busyCPU(t)-busy0) / packets
+		delivered = drained(sinks) - before
+		return packets / elapsed.Seconds(), delivered, float64(busyCPU(t)-busy0) / packets
 	}
 	// best keeps the round with the highest send rate, and the lowest CPU
 	// time per packet over all rounds.
@@ -222,19 +264,7 @@ func TestBenchThroughput(t *testing.T) {
 	// nftables: the same partition by jhash in prerouting at -300.
 	for i, n := range tp.nodes {
 		sh(t, "-n", n, "addr", "add", testVIP4.String()+"/32", "dev", "lo")
-		rules := fmt.Sprintf(`table ip shoalbench {
-	chain pre {
-		type filter hook prerouting priority -300; policy accept;
-		ip daddr %s jhash ip saddr . udp sport . ip daddr . udp dport mod %d seed 0x%x != %d drop
-		ip daddr %s meta pkttype set host
-	}
-}
-`, testVIP4, nodes, testSeed, i, testVIP4)
-		cmd := exec.Command("ip", "netns", "exec", n, "nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(rules)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft in %s: %v: %s", n, err, b)
-		}
+		nftPartition(t, n, nodes, i, "")
 	}
 	nftPPS, nftDelivered, nftCPU := best()
 

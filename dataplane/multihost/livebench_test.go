@@ -3,7 +3,6 @@ package multihost
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -128,19 +127,8 @@ func udpRcvbufErrors(t *testing.T, ns string) uint64 {
 // other seven do the same work on their own CPUs). It runs only with
 // SHOAL_BENCH=1 and asserts nothing about speed.
 func TestBenchLiveFrames(t *testing.T) {
-	if os.Getenv("SHOAL_BENCH") != "1" {
-		t.Skip("benchmark: set SHOAL_BENCH=1 (make bench-xdp)")
-	}
-	requireRoot(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nftables: nft not found")
-	}
 	const nodes, frames, rounds = 3, 2_000_000, 3
-	tp := newTopo(t, nodes)
-	var sinks []*udpSink
-	for _, n := range tp.nodes {
-		sinks = append(sinks, startSink(t, tp.ns(t, n)))
-	}
+	tp, sinks := benchSetup(t, nodes)
 	swNS := tp.ns(t, tp.sw)
 
 	// gens[0] floods all three node ports, gens[1] only node 0's.
@@ -192,10 +180,7 @@ func TestBenchLiveFrames(t *testing.T) {
 		return n
 	}
 	flood := func(gen *ebpf.Program) result {
-		var before uint64
-		for _, s := range sinks {
-			before += s.n.Load()
-		}
+		before := received(sinks)
 		full0 := rcvbufErrors()
 		busy0 := busyCPU(t)
 		start := time.Now()
@@ -210,20 +195,9 @@ func TestBenchLiveFrames(t *testing.T) {
 		if err != nil {
 			t.Fatalf("live frames: %v", err)
 		}
-		last, deadline := before, time.Now().Add(5*time.Second)
-		for time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-			var n uint64
-			for _, s := range sinks {
-				n += s.n.Load()
-			}
-			if n == last {
-				break
-			}
-			last = n
-		}
+		delivered := drained(sinks) - before
 		cpu := float64(busyCPU(t)-busy0) / frames
-		return result{frames / elapsed.Seconds(), cpu, last - before, rcvbufErrors() - full0}
+		return result{frames / elapsed.Seconds(), cpu, delivered, rcvbufErrors() - full0}
 	}
 	// best keeps the round with the highest frame rate and the lowest CPU
 	// time per frame over all rounds.
@@ -276,24 +250,11 @@ func TestBenchLiveFrames(t *testing.T) {
 	// keepNone replaces the share's accept with a drop: the node computes
 	// the hash for every frame and keeps none.
 	nft := func(node string, of, i int, keepNone bool) {
-		last := fmt.Sprintf("ip daddr %s meta pkttype set host", testVIP4)
+		last := ""
 		if keepNone {
 			last = fmt.Sprintf("ip daddr %s drop", testVIP4)
 		}
-		rules := fmt.Sprintf(`table ip shoalbench {
-	chain pre {
-		type filter hook prerouting priority -300; policy accept;
-		ip daddr %s jhash ip saddr . udp sport . ip daddr . udp dport mod %d seed 0x%x != %d drop
-		%s
-	}
-}
-`, testVIP4, of, testSeed, i, last)
-		_ = exec.Command("ip", "netns", "exec", node, "nft", "delete", "table", "ip", "shoalbench").Run()
-		cmd := exec.Command("ip", "netns", "exec", node, "nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(rules)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft in %s: %v: %s", node, err, b)
-		}
+		nftPartition(t, node, of, i, last)
 	}
 	var bareLinks []link.Link
 	for i, n := range tp.nodes {
