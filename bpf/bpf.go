@@ -426,8 +426,10 @@ func (o *Objects) Prune(index int, conns func() ([]Conn, error)) (int, error) {
 	table := slices.Clone(w.table)
 	left := 0
 	for i := range table {
-		table[i].Held = ownedBits(&table[i], self) | (table[i].Held & live[i])
-		left += bits.OnesCount64(table[i].Held &^ ownedBits(&table[i], self))
+		own := ownedBits(&table[i], self)
+		kept := table[i].Held &^ own & live[i]
+		table[i].Held = own | kept
+		left += bits.OnesCount64(kept)
 	}
 	cfg := w.cfg
 	if err := o.commit(index, &cfg, table); err != nil {
