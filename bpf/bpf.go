@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net"
 	"net/netip"
@@ -18,7 +19,7 @@ const (
 	// MaxGroups is the number of multi-hosted groups one program serves.
 	MaxGroups = 32
 	// MaxAddrs is the number of IPv4 (and, separately, IPv6) multi-hosted
-	// addresses over all groups.
+	// addresses over all groups (the address table holds 4x as many slots).
 	MaxAddrs = 1024
 	// MaxSlots is the number of member slots in a group.
 	MaxSlots = 8
@@ -112,11 +113,16 @@ type Group struct {
 // Objects is the loaded program and its maps. Methods are safe for
 // concurrent use.
 type Objects struct {
-	mu     sync.Mutex
-	objs   shoalObjects
-	active [MaxGroups]uint32
+	mu   sync.Mutex
+	objs shoalObjects
+	// groups mirrors the program's mh_groups values (both halves and the
+	// active one), so a write changes only the inactive half.
+	groups [MaxGroups]shoalMhGroupCfg
 	addrs  [MaxGroups]map[netip.Addr]struct{}
-	owner  map[netip.Addr]int
+	// owner maps every multi-hosted address to its group index, as the
+	// program's address table holds it; addrCfg mirrors mh_addr_config.
+	owner   map[netip.Addr]int
+	addrCfg shoalMhAddrCfg
 	// written is each group's configuration and table as last written
 	// (nil = not configured): Prune rewrites it with fewer held buckets.
 	written [MaxGroups]*written
@@ -253,8 +259,9 @@ func (o *Objects) validate(index int, g *Group) error {
 // SetGroup writes group index's configuration and partition table. The
 // inactive half is written first, then one 4-byte store flips the group to
 // it, so the program sees either the old or the new table, never a mix: at
-// no moment two owners, never a bucket without owner. Addresses are added
-// after the flip and removed last.
+// no moment two owners, never a bucket without owner. When the group's
+// addresses changed, the address table is then rewritten and flipped the
+// same way, so an address appears with its table in place.
 func (o *Objects) SetGroup(index int, g Group) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -298,21 +305,33 @@ func (o *Objects) SetGroup(index int, g Group) error {
 
 	want := make(map[netip.Addr]struct{}, len(g.IPs))
 	for _, a := range g.IPs {
-		a = a.Unmap()
-		want[a] = struct{}{}
-		if err := o.putAddr(a, index); err != nil {
-			return fmt.Errorf("set group %d: %w", index, err)
-		}
-		o.owner[a] = index
+		want[a.Unmap()] = struct{}{}
 	}
-	for a := range o.addrs[index] {
-		if _, ok := want[a]; !ok {
-			if err := o.deleteAddr(a); err != nil {
-				return fmt.Errorf("set group %d: %w", index, err)
-			}
-			delete(o.owner, a)
+	if err := o.setAddrs(index, want); err != nil {
+		return fmt.Errorf("set group %d: %w", index, err)
+	}
+	return nil
+}
+
+// setAddrs makes want the addresses of group index, rewriting the program's
+// address table only when they changed.
+func (o *Objects) setAddrs(index int, want map[netip.Addr]struct{}) error {
+	if maps.Equal(want, o.addrs[index]) {
+		return nil
+	}
+	owner := make(map[netip.Addr]int, len(o.owner)+len(want))
+	for a, i := range o.owner {
+		if i != index {
+			owner[a] = i
 		}
 	}
+	for a := range want {
+		owner[a] = index
+	}
+	if err := o.writeAddrs(owner); err != nil {
+		return err
+	}
+	o.owner = owner
 	o.addrs[index] = want
 	return nil
 }
@@ -325,34 +344,40 @@ func (o *Objects) ClearGroup(index int) error {
 	if index < 0 || index >= MaxGroups {
 		return fmt.Errorf("clear group %d: index out of range", index)
 	}
-	for a := range o.addrs[index] {
-		if err := o.deleteAddr(a); err != nil {
-			return fmt.Errorf("clear group %d: %w", index, err)
-		}
-		delete(o.owner, a)
+	if err := o.setAddrs(index, nil); err != nil {
+		return fmt.Errorf("clear group %d: %w", index, err)
 	}
-	o.addrs[index] = nil
+	gc := shoalMhGroupCfg{Half: o.groups[index].Half} // both halves invalid
+	if err := o.objs.MhGroups.Put(uint32(index), &gc); err != nil {
+		return fmt.Errorf("clear group %d: %w", index, err)
+	}
+	o.groups[index] = gc
 	o.written[index] = nil
-	var invalid shoalMhGroup
-	for half := uint32(0); half < 2; half++ {
-		if err := o.objs.MhGroups.Put(uint32(index)*2+half, &invalid); err != nil {
-			return fmt.Errorf("clear group %d: %w", index, err)
-		}
-	}
 	return nil
 }
 
 // commit writes cfg and table to the inactive half of group index and flips
 // the group to it.
 func (o *Objects) commit(index int, cfg *shoalMhGroup, table []shoalMhChunk) error {
-	next := 1 - o.active[index]
-	if err := o.writeHalf(index, next, cfg, table); err != nil {
-		return err
+	gc := o.groups[index]
+	next := 1 - gc.Half
+	base := (uint32(index)*2 + next) * chunks
+	keys := make([]uint32, chunks)
+	for i := range keys {
+		keys[i] = base + uint32(i)
 	}
-	if err := o.objs.MhActive.Put(uint32(index), next); err != nil {
+	if err := batchPut(o.objs.MhTable, keys, table); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	gc.Cfg[next] = *cfg
+	if err := o.objs.MhGroups.Put(uint32(index), &gc); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	gc.Half = next
+	if err := o.objs.MhGroups.Put(uint32(index), &gc); err != nil {
 		return fmt.Errorf("flip table: %w", err)
 	}
-	o.active[index] = next
+	o.groups[index] = gc
 	o.written[index] = &written{cfg: *cfg, table: table}
 	return nil
 }
@@ -447,57 +472,6 @@ func ownedBits(c *shoalMhChunk, self uint8) uint64 {
 		}
 	}
 	return m
-}
-
-func (o *Objects) writeHalf(index int, half uint32, cfg *shoalMhGroup, table []shoalMhChunk) error {
-	gi := uint32(index)*2 + half
-	base := gi * chunks
-	keys := make([]uint32, chunks)
-	for i := range keys {
-		keys[i] = base + uint32(i)
-	}
-	if _, err := o.objs.MhTable.BatchUpdate(keys, table, nil); err != nil {
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("write table: %w", err)
-		}
-		for i := range keys {
-			if err := o.objs.MhTable.Put(keys[i], &table[i]); err != nil {
-				return fmt.Errorf("write table: %w", err)
-			}
-		}
-	}
-	if err := o.objs.MhGroups.Put(gi, cfg); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	return nil
-}
-
-func (o *Objects) putAddr(a netip.Addr, index int) error {
-	var err error
-	if a.Is4() {
-		b := a.As4()
-		err = o.objs.MhAddrs4.Put(b, uint32(index))
-	} else {
-		err = o.objs.MhAddrs6.Put(shoalMhAddr6{Addr: a.As16()}, uint32(index))
-	}
-	if err != nil {
-		return fmt.Errorf("add address %s: %w", a, err)
-	}
-	return nil
-}
-
-func (o *Objects) deleteAddr(a netip.Addr) error {
-	var err error
-	if a.Is4() {
-		b := a.As4()
-		err = o.objs.MhAddrs4.Delete(b)
-	} else {
-		err = o.objs.MhAddrs6.Delete(shoalMhAddr6{Addr: a.As16()})
-	}
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete address %s: %w", a, err)
-	}
-	return nil
 }
 
 // Counters reads the program's counters, summed over CPUs.

@@ -13,9 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type shoalMhAddr6 struct {
+type shoalMhAddrCfg struct {
 	_    structs.HostLayout
-	Addr [16]uint8
+	Half uint32
+	Salt [2]uint32
+}
+
+type shoalMhAddrSlot struct {
+	_     structs.HostLayout
+	Addr  [4]uint32
+	Group uint32
+	V6    uint32
 }
 
 type shoalMhChunk struct {
@@ -36,17 +44,23 @@ type shoalMhGroup struct {
 	Pad       [3]uint8
 }
 
+type shoalMhGroupCfg struct {
+	_    structs.HostLayout
+	Half uint32
+	Pad  uint32
+	Cfg  [2]shoalMhGroup
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	shoalMapMhActive   = "mh_active"
-	shoalMapMhAddrs4   = "mh_addrs4"
-	shoalMapMhAddrs6   = "mh_addrs6"
-	shoalMapMhCounters = "mh_counters"
-	shoalMapMhGroups   = "mh_groups"
-	shoalMapMhTable    = "mh_table"
-	shoalProgShoalXdp  = "shoal_xdp"
+	shoalMapMhAddrConfig = "mh_addr_config"
+	shoalMapMhAddrSlots  = "mh_addr_slots"
+	shoalMapMhCounters   = "mh_counters"
+	shoalMapMhGroups     = "mh_groups"
+	shoalMapMhTable      = "mh_table"
+	shoalProgShoalXdp    = "shoal_xdp"
 )
 
 // loadShoal returns the embedded CollectionSpec for shoal.
@@ -98,12 +112,11 @@ type shoalProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shoalMapSpecs struct {
-	MhActive   *ebpf.MapSpec `ebpf:"mh_active"`
-	MhAddrs4   *ebpf.MapSpec `ebpf:"mh_addrs4"`
-	MhAddrs6   *ebpf.MapSpec `ebpf:"mh_addrs6"`
-	MhCounters *ebpf.MapSpec `ebpf:"mh_counters"`
-	MhGroups   *ebpf.MapSpec `ebpf:"mh_groups"`
-	MhTable    *ebpf.MapSpec `ebpf:"mh_table"`
+	MhAddrConfig *ebpf.MapSpec `ebpf:"mh_addr_config"`
+	MhAddrSlots  *ebpf.MapSpec `ebpf:"mh_addr_slots"`
+	MhCounters   *ebpf.MapSpec `ebpf:"mh_counters"`
+	MhGroups     *ebpf.MapSpec `ebpf:"mh_groups"`
+	MhTable      *ebpf.MapSpec `ebpf:"mh_table"`
 }
 
 // shoalVariableSpecs contains global variables before they are loaded into the kernel.
@@ -132,19 +145,17 @@ func (o *shoalObjects) Close() error {
 //
 // It can be passed to loadShoalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shoalMaps struct {
-	MhActive   *ebpf.Map `ebpf:"mh_active"`
-	MhAddrs4   *ebpf.Map `ebpf:"mh_addrs4"`
-	MhAddrs6   *ebpf.Map `ebpf:"mh_addrs6"`
-	MhCounters *ebpf.Map `ebpf:"mh_counters"`
-	MhGroups   *ebpf.Map `ebpf:"mh_groups"`
-	MhTable    *ebpf.Map `ebpf:"mh_table"`
+	MhAddrConfig *ebpf.Map `ebpf:"mh_addr_config"`
+	MhAddrSlots  *ebpf.Map `ebpf:"mh_addr_slots"`
+	MhCounters   *ebpf.Map `ebpf:"mh_counters"`
+	MhGroups     *ebpf.Map `ebpf:"mh_groups"`
+	MhTable      *ebpf.Map `ebpf:"mh_table"`
 }
 
 func (m *shoalMaps) Close() error {
 	return _ShoalClose(
-		m.MhActive,
-		m.MhAddrs4,
-		m.MhAddrs6,
+		m.MhAddrConfig,
+		m.MhAddrSlots,
 		m.MhCounters,
 		m.MhGroups,
 		m.MhTable,

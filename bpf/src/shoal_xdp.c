@@ -28,7 +28,10 @@
 #define MH_CHUNK 64
 #define MH_CHUNKS (MH_BUCKETS / MH_CHUNK)
 #define MH_MAX_GROUPS 32
-#define MH_MAX_ADDRS 1024
+#define MH_MAX_ADDRS 1024 // per family
+#define MH_ADDR_BITS 13
+#define MH_ADDR_SLOTS (1 << MH_ADDR_BITS) // per half: load <= 1/4
+#define MH_ADDR_PROBES 16
 #define MH_MAX_SLOTS 8
 #define MH_TCP_LISTEN 10
 #define MH_IPV6_EXT_MAX 4
@@ -71,41 +74,60 @@ struct mh_chunk {
 	__u64 held;
 };
 
-struct mh_addr6 {
-	__u8 addr[16];
+// mh_addr_slot is one slot of the multi-hosted address table, an
+// open-addressing hash table of array-map slots: an array lookup is inlined
+// by the JIT, where a hash-map lookup is a call that hashes the key and
+// walks a bucket list (about 20 ns a packet on a 2-core VM, paid by every
+// packet on the interface, most of which are not multi-hosted).
+struct mh_addr_slot {
+	__u32 addr[4]; // IPv4: addr[0] as in the packet, the rest 0
+	__u32 group;   // group index + 1; 0 = empty slot, which ends a probe
+	__u32 v6;      // 1 for an IPv6 address
 };
 
-// IPv4 destination (network order, as in the packet) -> group index.
+// mh_addr_cfg says which half of mh_addr_slots is active and each half's
+// hash salt (user space changes the salt until every address sits within
+// MH_ADDR_PROBES slots of its home). User space fills the inactive half and
+// its salt, then rewrites the value with the other half: an address change
+// is seen all at once, as the partition tables are. Reading the half and its
+// salt from one value costs one lookup.
+struct mh_addr_cfg {
+	__u32 half;
+	__u32 salt[2];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MH_MAX_ADDRS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} mh_addrs4 SEC(".maps");
+	__type(value, struct mh_addr_cfg);
+} mh_addr_config SEC(".maps");
 
-// IPv6 destination -> group index.
+// half*MH_ADDR_SLOTS + slot -> address and group.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MH_MAX_ADDRS);
-	__type(key, struct mh_addr6);
-	__type(value, __u32);
-} mh_addrs6 SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MH_ADDR_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mh_addr_slot);
+} mh_addr_slots SEC(".maps");
 
-// group index -> active half (0 or 1). Flipping it switches the group's
-// configuration and table in one atomic 4-byte store.
+// mh_group_cfg is a group's configuration in two halves and which one is
+// active. User space writes the inactive half (and its partition table in
+// mh_table), then flips half: the program sees the old configuration and
+// table or the new ones, never a mix. Rewriting the value leaves the bytes of
+// the active half unchanged, so a concurrent reader never sees them torn.
+struct mh_group_cfg {
+	__u32 half;
+	__u32 pad;
+	struct mh_group cfg[2];
+};
+
+// group index -> its configuration halves.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MH_MAX_GROUPS);
 	__type(key, __u32);
-	__type(value, __u32);
-} mh_active SEC(".maps");
-
-// group*2+half -> configuration.
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MH_MAX_GROUPS * 2);
-	__type(key, __u32);
-	__type(value, struct mh_group);
+	__type(value, struct mh_group_cfg);
 } mh_groups SEC(".maps");
 
 // (group*2+half)*MH_CHUNKS + bucket/64 -> owners of 64 buckets.
@@ -164,6 +186,42 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&mh_counters, &idx);
 	if (v)
 		*v += 1;
+}
+
+// find_group returns the group index of a multi-hosted destination (four
+// words for IPv6, one for IPv4), or -1. The slot hash is multiplicative over
+// the address words and the half's salt; probing is linear and stops at an
+// empty slot, so a packet to any other address costs one slot read unless
+// its home slot is taken.
+static __always_inline int find_group(const __u32 *dst, __u32 v6)
+{
+	__u32 zero = 0, hf, h, k;
+	struct mh_addr_cfg *ac;
+	struct mh_addr_slot *s;
+
+	ac = bpf_map_lookup_elem(&mh_addr_config, &zero);
+	if (!ac)
+		return -1;
+	hf = ac->half & 1;
+	h = (ac->salt[hf] ^ dst[0]) * 0x9e3779b1;
+	if (v6) {
+		h = (h ^ dst[1]) * 0x9e3779b1;
+		h = (h ^ dst[2]) * 0x9e3779b1;
+		h = (h ^ dst[3]) * 0x9e3779b1;
+	}
+	h >>= 32 - MH_ADDR_BITS;
+#pragma unroll
+	for (int i = 0; i < MH_ADDR_PROBES; i++) {
+		k = hf * MH_ADDR_SLOTS + ((h + i) & (MH_ADDR_SLOTS - 1));
+		s = bpf_map_lookup_elem(&mh_addr_slots, &k);
+		if (!s || !s->group)
+			return -1;
+		if (s->v6 != v6 || s->addr[0] != dst[0])
+			continue;
+		if (!v6 || (s->addr[1] == dst[1] && s->addr[2] == dst[2] && s->addr[3] == dst[3]))
+			return s->group - 1;
+	}
+	return -1;
 }
 
 static __always_inline __u32 rotl32(__u32 x, int r)
@@ -259,20 +317,20 @@ static __always_inline int pass_ours(struct ethhdr *eth, const struct mh_group *
 // decide applies the partition table to a parsed flow of group g.
 static __always_inline int decide(struct xdp_md *ctx, struct ethhdr *eth, __u32 g, struct flow *f)
 {
-	__u32 *half, gi, b, ck;
+	struct mh_group_cfg *gc;
 	struct mh_group *cfg;
 	struct mh_chunk *c;
+	__u32 hf, gi, b, ck;
 	__u8 owner, prev, self;
 	int tcp;
 
-	if (g >= MH_MAX_GROUPS)
+	gc = bpf_map_lookup_elem(&mh_groups, &g);
+	if (!gc)
 		goto not_ours;
-	half = bpf_map_lookup_elem(&mh_active, &g);
-	if (!half)
-		goto not_ours;
-	gi = g * 2 + (*half & 1);
-	cfg = bpf_map_lookup_elem(&mh_groups, &gi);
-	if (!cfg || !(cfg->flags & MH_F_VALID))
+	hf = gc->half & 1;
+	gi = g * 2 + hf;
+	cfg = &gc->cfg[hf];
+	if (!(cfg->flags & MH_F_VALID))
 		goto not_ours;
 	if (cfg->ifindex && cfg->ifindex != ctx->ingress_ifindex)
 		goto not_ours;
@@ -358,15 +416,17 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 {
 	struct iphdr *ip = l3;
 	struct flow f = {};
-	__u32 *g, ihl;
+	__u32 ihl, daddr;
 	void *l4;
+	int g;
 
 	if ((void *)(ip + 1) > end) {
 		count(MH_C_PARSE_ERRORS);
 		return XDP_PASS;
 	}
-	g = bpf_map_lookup_elem(&mh_addrs4, &ip->daddr);
-	if (!g) {
+	daddr = ip->daddr;
+	g = find_group(&daddr, 0);
+	if (g < 0) {
 		count(MH_C_PASSED_NOT_OURS);
 		return XDP_PASS;
 	}
@@ -385,7 +445,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 	if (ip->frag_off & bpf_htons(0x3fff)) { // MF set or offset != 0
 		f.frag = 1;
 		count(MH_C_FRAGMENTS);
-		return decide(ctx, eth, *g, &f);
+		return decide(ctx, eth, g, &f);
 	}
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -410,7 +470,7 @@ static __always_inline int handle4(struct xdp_md *ctx, struct ethhdr *eth, void 
 			count(MH_C_ICMP_STEERED);
 		}
 	}
-	return decide(ctx, eth, *g, &f);
+	return decide(ctx, eth, g, &f);
 bad:
 	count(MH_C_PARSE_ERRORS);
 	return XDP_DROP;
@@ -477,15 +537,16 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	struct ipv6hdr *ip = l3;
 	struct flow f = {};
 	__u8 nh, frag = 0;
-	__u32 *g;
 	void *l4;
+	int g;
 
 	if ((void *)(ip + 1) > end) {
 		count(MH_C_PARSE_ERRORS);
 		return XDP_PASS;
 	}
-	g = bpf_map_lookup_elem(&mh_addrs6, &ip->daddr);
-	if (!g) {
+	__builtin_memcpy(f.dst, &ip->daddr, 16);
+	g = find_group(f.dst, 1);
+	if (g < 0) {
 		count(MH_C_PASSED_NOT_OURS);
 		return XDP_PASS;
 	}
@@ -493,7 +554,6 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 		goto bad;
 	f.v6 = 1;
 	__builtin_memcpy(f.src, &ip->saddr, 16);
-	__builtin_memcpy(f.dst, &ip->daddr, 16);
 	nh = ip->nexthdr;
 	l4 = skip6((void *)(ip + 1), end, &nh, &frag);
 	if (!l4)
@@ -502,7 +562,7 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 	if (frag) {
 		f.frag = 1;
 		count(MH_C_FRAGMENTS);
-		return decide(ctx, eth, *g, &f);
+		return decide(ctx, eth, g, &f);
 	}
 	if (nh == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -527,7 +587,7 @@ static __always_inline int handle6(struct xdp_md *ctx, struct ethhdr *eth, void 
 			count(MH_C_ICMP_STEERED);
 		}
 	}
-	return decide(ctx, eth, *g, &f);
+	return decide(ctx, eth, g, &f);
 bad:
 	count(MH_C_PARSE_ERRORS);
 	return XDP_DROP;
