@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"hash/fnv"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -38,12 +39,24 @@ type planner struct {
 	settleBy  time.Time // members first seen up before this are not "recovered"
 	selfWasUp bool
 
-	upSince    map[string]time.Time // when each member entered the view (zero = initial)
-	lastUp     map[string]bool
-	handoff    map[netip.Addr]time.Time // IP -> drop deadline
-	held       map[netip.Addr]bool      // IPs in the last desired state
-	prevTables map[string][]uint8       // multi: last table per group
-	curTables  map[string][]uint8
+	upSince map[string]time.Time // when each member entered the view (zero = initial)
+	lastUp  map[string]bool
+	handoff map[netip.Addr]time.Time // IP -> drop deadline
+	held    map[netip.Addr]bool      // IPs in the last desired state
+	multi   map[string]*multiTables  // multi-hosted groups this node serves
+}
+
+// multiTables is one multi-hosted group's partition as this node last
+// applied it: the owner of every bucket, and the owner each bucket had
+// before it last changed hands. prev is sticky: it changes only when the
+// bucket's owner does, so a node that took a bucket over keeps leaving the
+// previous (alive) owner's connections to it across later passes and view
+// changes that do not move the bucket again.
+type multiTables struct {
+	slots map[string]int // the config's slot assignment the tables use
+	seed  uint32
+	cur   []uint8
+	prev  []uint8
 }
 
 // planInput is everything the planner needs from the outside on one pass.
@@ -73,7 +86,7 @@ func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now ti
 		startedAt: now, settle: settle, settleBy: now.Add(settle),
 		upSince: map[string]time.Time{}, lastUp: map[string]bool{},
 		handoff: map[netip.Addr]time.Time{}, held: map[netip.Addr]bool{},
-		prevTables: map[string][]uint8{}, curTables: map[string][]uint8{},
+		multi: map[string]*multiTables{},
 	}
 }
 
@@ -90,6 +103,46 @@ func hashSeed(cluster, group string) uint32 {
 	h.Write([]byte{0})
 	h.Write([]byte(group))
 	return h.Sum32()
+}
+
+// multiPrev records cur as group name's partition and returns each bucket's
+// previous owner (see multiTables). When this node starts serving the group
+// after joining a running cluster (agent restart, return to the view after
+// a failure, end of failback_delay), the alive members without it served
+// every bucket until now: the previous owners are their allocation, so this
+// node leaves their connections alone in the buckets it takes. At a cluster
+// start (every member came up within the settle period) nobody had
+// connections: no bucket has a previous owner. Neither after a config
+// change that reassigns slots or the hash seed, as the old owners cannot be
+// named in the new slots.
+func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan *allocate.Plan, alive allocate.Alive, cur []uint8) []uint8 {
+	st := p.multi[name]
+	_, joined := p.upSince[p.self]
+	switch {
+	case st == nil && !joined:
+		st = &multiTables{cur: cur, prev: cur}
+	case st == nil:
+		others := allocate.Alive{}
+		for m := range alive {
+			if m != p.self {
+				others[m] = true
+			}
+		}
+		before := plan.Buckets(others)
+		st = &multiTables{cur: before, prev: before}
+	case st.seed != seed || !maps.Equal(st.slots, slots):
+		st = &multiTables{cur: cur, prev: cur}
+	}
+	prev := make([]uint8, len(cur))
+	for b := range cur {
+		if cur[b] != st.cur[b] {
+			prev[b] = st.cur[b]
+		} else {
+			prev[b] = st.prev[b]
+		}
+	}
+	p.multi[name] = &multiTables{slots: maps.Clone(slots), seed: seed, cur: cur, prev: prev}
+	return prev
 }
 
 func (p *planner) plan(in planInput) planOutput {
@@ -146,7 +199,7 @@ func (p *planner) plan(in planInput) planOutput {
 		}
 	}
 	nowHeld := map[netip.Addr]bool{}
-	p.prevTables, p.curTables = p.curTables, map[string][]uint8{}
+	serving := map[string]bool{}
 	for gi, g := range p.cfg.Groups {
 		plan := p.plans[gi]
 		alive := allocate.Alive{}
@@ -174,21 +227,19 @@ func (p *planner) plan(in planInput) planOutput {
 		if g.Mode == config.ModeMulti {
 			gs.Shares = res.Shares
 			if isMember && alive[p.self] {
-				prev := p.prevTables[g.Name]
-				if prev == nil {
-					prev = res.Buckets
-				}
+				serving[g.Name] = true
+				seed := hashSeed(p.cfg.Settings.Name, g.Name)
+				prev := p.multiPrev(g.Name, seed, g.Slots, plan, alive, res.Buckets)
 				var aliveSlots uint8
 				for m := range alive {
 					aliveSlots |= 1 << uint(g.Slots[m])
 				}
-				p.curTables[g.Name] = res.Buckets
 				out.desired.Multi = append(out.desired.Multi, dataplane.MultiGroup{
 					Name: g.Name, Interface: g.Interface, IPs: slices.Clone(g.IPs),
 					MAC:            multihost.MulticastMAC(p.cfg.Settings.MulticastGroup),
 					MulticastGroup: p.cfg.Settings.MulticastGroup,
 					HashIPOnly:     g.Hash == config.HashIP,
-					Seed:           hashSeed(p.cfg.Settings.Name, g.Name),
+					Seed:           seed,
 					SelfSlot:       uint8(g.Slots[p.self]),
 					Owners:         res.Buckets, Prev: prev, PrevAlive: aliveSlots,
 				})
@@ -234,6 +285,11 @@ func (p *planner) plan(in planInput) planOutput {
 		}
 		sort.Strings(gs.Held)
 		out.groups = append(out.groups, gs)
+	}
+	for name := range p.multi {
+		if !serving[name] {
+			delete(p.multi, name)
+		}
 	}
 	for ip := range p.handoff {
 		if !nowHeld[ip] {

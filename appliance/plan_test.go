@@ -290,6 +290,92 @@ interface = "eth0"
 	}
 }
 
+// TestPlannerMultiPrevSticky: a bucket's previous owner survives later
+// passes that do not move the bucket (a node that took buckets back keeps
+// leaving the old owner's connections alone), and a cluster start hands
+// nothing over.
+func TestPlannerMultiPrevSticky(t *testing.T) {
+	c := testCluster(t, `
+[[group]]
+name = "front"
+mode = "multi"
+ips = ["198.51.100.10"]
+members = ["a", "b", "c"]
+interface = "eth0"
+`)
+	t0 := time.Unix(1000, 0)
+	pc := testPlanner(t, "c", c, t0)
+	all := []string{"a", "b", "c"}
+	m := pc.plan(planInput{now: t0, up: all}).desired.Multi[0]
+	if !slices.Equal(m.Prev, m.Owners) {
+		t.Errorf("cluster start: Prev differs from Owners, want nothing handed over")
+	}
+	// b leaves: c takes some of b's buckets (their previous owner, b, is
+	// dead: not in PrevAlive).
+	m = pc.plan(planInput{now: t0.Add(5 * time.Second), up: []string{"a", "c"}}).desired.Multi[0]
+	slotB := uint8(c.Groups[0].Slots["b"])
+	if m.PrevAlive&(1<<slotB) != 0 {
+		t.Errorf("PrevAlive %03b has b's slot while b is down", m.PrevAlive)
+	}
+	// b returns: the buckets c gives back are b's, c's previous owner of
+	// them is c; c is the previous owner of nothing it still owns.
+	m = pc.plan(planInput{now: t0.Add(10 * time.Second), up: all}).desired.Multi[0]
+	back := m.Prev
+	slotC := uint8(c.Groups[0].Slots["c"])
+	moved := 0
+	for b := range m.Owners {
+		if m.Owners[b] == slotB && m.Prev[b] == slotC {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatalf("no bucket moved from c back to b")
+	}
+	// Later passes with the same view keep every previous owner.
+	for i := range 3 {
+		m = pc.plan(planInput{now: t0.Add(time.Duration(11+i) * time.Second), up: all}).desired.Multi[0]
+		if !slices.Equal(m.Prev, back) {
+			t.Fatalf("pass %d with an unchanged view changed Prev", i)
+		}
+	}
+}
+
+// TestPlannerMultiJoinHandover: a node joining a running cluster (its peers
+// started long before it) takes its buckets from the alive members, whose
+// connections in them it must leave alone: its first table names them as
+// previous owners.
+func TestPlannerMultiJoinHandover(t *testing.T) {
+	c := testCluster(t, `
+[[group]]
+name = "front"
+mode = "multi"
+ips = ["198.51.100.10"]
+members = ["a", "b", "c"]
+interface = "eth0"
+`)
+	t0 := time.Unix(1000, 0)
+	t1 := t0.Add(time.Minute)
+	pc := testPlanner(t, "c", c, t1)
+	peerStart := map[string]time.Time{"a": t0, "b": t0}
+	m := pc.plan(planInput{now: t1.Add(2 * time.Second), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0]
+	slotC := uint8(c.Groups[0].Slots["c"])
+	mine := 0
+	for b := range m.Owners {
+		switch {
+		case m.Owners[b] == slotC:
+			mine++
+			if m.Prev[b] == slotC || m.Prev[b] >= 8 {
+				t.Fatalf("bucket %d: c owns it, previous owner slot %d, want a's or b's", b, m.Prev[b])
+			}
+		case m.Prev[b] != m.Owners[b]:
+			t.Fatalf("bucket %d: owner %d, previous %d, want unchanged", b, m.Owners[b], m.Prev[b])
+		}
+	}
+	if mine == 0 || m.PrevAlive != 0b111 {
+		t.Errorf("c owns %d buckets, PrevAlive %03b; want some, 111", mine, m.PrevAlive)
+	}
+}
+
 func countOwners(ips map[string]string, who string) int {
 	n := 0
 	for _, o := range ips {

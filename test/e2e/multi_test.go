@@ -70,15 +70,79 @@ func checkSpread(t *testing.T, c *e2ekit.Cluster, servers map[string]int, failed
 	t.Logf("%d connections, %d failed, answers %v", total+len(failed), len(failed), servers)
 }
 
-// TestMultiHosted (issue 5, smoke test with agents): 3 agents serve one
-// multi-hosted IP; each connection is taken by exactly one node, shares
-// are about even, and after a node dies new connections all succeed on
-// the survivors.
+// holdMany opens n long-lived connections from the client to ap (the
+// nodes' echo servers) and returns them by answering node.
+func holdMany(t *testing.T, c *e2ekit.Cluster, ap netip.AddrPort, n int) []*e2ekit.Held {
+	t.Helper()
+	var out []*e2ekit.Held
+	t.Cleanup(func() {
+		for _, h := range out {
+			_ = h.Close()
+		}
+	})
+	for range n {
+		h, err := e2ekit.DialHeld(c.Net.Client(), ap, 2*time.Second)
+		must(t, err)
+		out = append(out, h)
+	}
+	return out
+}
+
+// pingAll checks that every connection of held not answered by a node in
+// skip still carries data; it returns how many were checked by node.
+func pingAll(t *testing.T, step string, held []*e2ekit.Held, skip ...string) map[string]int {
+	t.Helper()
+	by := map[string]int{}
+	for _, h := range held {
+		if slices.Contains(skip, h.Server) {
+			continue
+		}
+		if err := h.Ping(2 * time.Second); err != nil {
+			t.Errorf("%s: long-lived %v", step, err)
+			continue
+		}
+		by[h.Server]++
+	}
+	return by
+}
+
+// waitShares waits until every node of nodes reports group mh with a
+// share for each member of want and none for the others.
+func waitShares(t *testing.T, c *e2ekit.Cluster, nodes, want []int) {
+	t.Helper()
+	must(t, harness.Wait(deadline(t, wait), fmt.Sprintf("tables of %v shared by %v", e2ekit.Names(nodes), e2ekit.Names(want)), func() (bool, error) {
+		sts, err := c.Statuses(nodes)
+		if err != nil {
+			return false, err
+		}
+		for i, st := range sts {
+			g := st.Group("mh")
+			if g == nil {
+				return false, fmt.Errorf("%s has no group mh", harness.NodeName(i))
+			}
+			for m := range 3 {
+				if (g.Shares[harness.NodeName(m)] > 0) != slices.Contains(want, m) {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	}))
+}
+
+// TestMultiHosted (issue 5, with agents): 3 agents serve one multi-hosted
+// IP; each connection is taken by exactly one node and shares are about
+// even. A node dies: new connections all succeed on the survivors and the
+// survivors' long-lived connections keep working. It comes back: long-lived
+// connections held by the survivors (opened before the crash and during
+// the outage, when the returning node's buckets were theirs) all survive
+// the failback, and new connections reach all three nodes again.
 func TestMultiHosted(t *testing.T) {
 	vip := netip.MustParseAddr("192.0.2.50")
 	ap := netip.AddrPortFrom(vip, port)
+	echo := netip.AddrPortFrom(vip, port+1)
 	c := newCluster(t, e2ekit.Options{
-		Nodes: 3, Client: true, ServePort: port,
+		Nodes: 3, Client: true, ServePort: port, EchoPort: port + 1,
 		Shoal: shoalrun.Options{ClusterName: "e2e-multi", Groups: []shoalrun.Group{{Name: "mh", Mode: "multi", IPs: []netip.Addr{vip}}}},
 	})
 	all := c.Agents()
@@ -101,6 +165,8 @@ func TestMultiHosted(t *testing.T) {
 	before := accepted(c)
 	servers, failed := connectMany(t, c, ap, 2000)
 	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)
+	early := holdMany(t, c, echo, 60)
+	t.Logf("long-lived connections before the crash: %v", pingAll(t, "before the crash", early))
 
 	// node1 dies (agent killed, port cut).
 	const dead = 1
@@ -108,23 +174,28 @@ func TestMultiHosted(t *testing.T) {
 	must(t, c.Net.CutPort(dead))
 	survivors := e2ekit.Except(all, dead)
 	must(t, c.WaitView(deadline(t, wait), survivors, survivors))
-	must(t, harness.Wait(deadline(t, wait), "survivors' tables without "+harness.NodeName(dead), func() (bool, error) {
-		sts, err := c.Statuses(survivors)
-		if err != nil {
-			return false, err
-		}
-		for i, st := range sts {
-			g := st.Group("mh")
-			if g == nil {
-				return false, fmt.Errorf("%s has no group mh", harness.NodeName(i))
-			}
-			if g.Shares[harness.NodeName(dead)] != 0 {
-				return false, nil
-			}
-		}
-		return true, nil
-	}))
+	waitShares(t, c, survivors, survivors)
 	before = accepted(c)
 	servers, failed = connectMany(t, c, ap, 600)
 	checkSpread(t, c, servers, failed, before, survivors, 0.30, 0.70)
+	pingAll(t, "after the crash", early, harness.NodeName(dead))
+	// Connections opened during the outage: about a third of them are in
+	// buckets that go back to node1 when it returns.
+	outage := holdMany(t, c, echo, 60)
+	t.Logf("long-lived connections opened during the outage: %v", pingAll(t, "during the outage", outage))
+
+	// node1 comes back: port up, agent restarted.
+	must(t, c.Net.RestorePort(dead))
+	must(t, c.StartAgent(dead))
+	must(t, c.WaitView(deadline(t, wait), all, all))
+	waitShares(t, c, all, all)
+	before = accepted(c)
+	servers, failed = connectMany(t, c, ap, 600)
+	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)
+	kept := pingAll(t, "after the failback", append(early, outage...), harness.NodeName(dead))
+	t.Logf("long-lived connections held by the survivors after the failback: %v", kept)
+	late := holdMany(t, c, echo, 30)
+	if got := pingAll(t, "opened after the failback", late); got[harness.NodeName(dead)] == 0 {
+		t.Errorf("no long-lived connection opened after the failback reached %s: %v", harness.NodeName(dead), got)
+	}
 }

@@ -36,6 +36,9 @@ type Options struct {
 	// ServePort, when non-zero, starts a harness TCP server on every node
 	// answering its node name (harness.NodeName) on that port.
 	ServePort int
+	// EchoPort, when non-zero, starts a harness echo server (long-lived
+	// connections, harness.ServeEchoIn) on every node on that port.
+	EchoPort int
 	// Env is added to the agents' environment. SHOAL_XDP_MODE=generic is
 	// always added (multi-hosted groups on veth need generic XDP).
 	Env []string
@@ -53,6 +56,7 @@ type Cluster struct {
 	Net     *harness.Net
 	Files   *shoalrun.Files
 	Servers []*harness.Server
+	Echo    []*harness.Server
 	opts    Options
 
 	mu       sync.Mutex
@@ -105,6 +109,15 @@ func New(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.ServePort != 0 {
 		if c.Servers, err = n.ServeAll(opts.ServePort); err != nil {
 			return fail(err)
+		}
+	}
+	if opts.EchoPort != 0 {
+		for i := range opts.Nodes {
+			e, err := n.ServeEcho(i, opts.EchoPort)
+			if err != nil {
+				return fail(err)
+			}
+			c.Echo = append(c.Echo, e)
 		}
 	}
 	for _, i := range so.Nodes {
