@@ -4,9 +4,11 @@
 // prints `shoal status`, makes the client connect to one IP every 5 ms,
 // crashes the node holding it, shows the IP moving and the client's gap,
 // brings the node back and shows the failback. Everything it creates is
-// removed at the end, also on Ctrl-C. Needs root.
+// removed at the end, also on Ctrl-C. Needs root. With -multi it shows a
+// multi-hosted traffic IP instead (multi.go).
 //
 //	make demo        # builds bin/shoal, then: go run ./test/cmd/demo
+//	make demo-multi  # go run ./test/cmd/demo -multi
 package main
 
 import (
@@ -35,13 +37,18 @@ func main() {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	bin := fs.String("shoal", "bin/shoal", "shoal binary (built by `make build`)")
 	keep := fs.Bool("keep", false, "keep the run directory (configs and agent logs) for a look afterwards")
+	multi := fs.Bool("multi", false, "show a multi-hosted traffic IP instead (make demo-multi)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		os.Exit(2)
 	}
-	if err := run(*bin, *keep, os.Stdout); err != nil {
+	demo := run
+	if *multi {
+		demo = runMulti
+	}
+	if err := demo(*bin, *keep, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shoal-project/shoal/test/e2e/e2ekit"
+	"github.com/shoal-project/shoal/test/harness"
+	"github.com/shoal-project/shoal/test/harness/shoalrun"
+)
+
+const echoPort = port + 1
+
+// runMulti is `make demo-multi`: one multi-hosted IP served by three nodes
+// at once. It shows the client's connections spread over the nodes, a
+// crash moving only the dead node's share, and the node's return, during
+// which the long-lived connections the survivors hold keep working.
+func runMulti(bin string, keep bool, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (it creates network namespaces): run `sudo make demo-multi`")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%w (run `make build` first, or `make demo-multi`, which builds it)", err)
+	}
+	if _, err := harness.CleanupStale(prefix); err != nil {
+		fmt.Fprintf(out, "note: could not remove namespaces of an earlier crashed demo: %v\n", err)
+	}
+	s := say{w: out, start: time.Now()}
+	vip := netip.MustParseAddr("192.0.2.20")
+	short := netip.AddrPortFrom(vip, port)
+	long := netip.AddrPortFrom(vip, echoPort)
+
+	fmt.Fprintln(out, "Shoal demo, multi-hosted: three nodes serve one traffic IP at once, each taking its share of the connections.")
+	s.f("building the LAN in network namespaces: a switch, node0..node2 (10.99.0.1-3), a client (10.99.0.100)")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, err := e2ekit.New(ctx, e2ekit.Options{
+		Prefix: prefix, Nodes: 3, Client: true, Binary: bin, ServePort: port, EchoPort: echoPort, ConsoleLogs: true, KeepDir: keep,
+		Shoal: shoalrun.Options{ClusterName: "demo", HeartbeatInterval: "500ms",
+			Groups: []shoalrun.Group{{Name: "api", Mode: "multi", IPs: []netip.Addr{vip}}}},
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	stopSignal := c.Net.CloseOnSignal()
+	defer func() {
+		stopSignal()
+		if err != nil {
+			var b strings.Builder
+			c.DumpLogs(&b, 2500)
+			fmt.Fprint(out, b.String())
+		}
+		s.f("cleaning up (agents, XDP programs, namespaces, switch)")
+		if keep {
+			fmt.Fprintf(out, "kept configs and agent logs in %s\n", c.Net.Dir())
+		}
+		if cerr := c.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	all := c.Agents()
+	s.f("started `shoal agent` on node0, node1, node2; each node runs a TCP server on :%d answering its name and an echo server on :%d", port, echoPort)
+	wctx, wcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer wcancel()
+	if err := c.WaitView(wctx, all, all); err != nil {
+		return err
+	}
+	if err := waitShares(wctx, c, all, all); err != nil {
+		return err
+	}
+	if err := harness.Wait(wctx, "a first answer on "+short.String(), func() (bool, error) {
+		_, err := e2ekit.DialName(c.Net.Client(), short, time.Second)
+		return err == nil, nil
+	}); err != nil {
+		return err
+	}
+	text, err := c.StatusText(wctx, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n$ shoal status   (on node0)\n%s\n", indent(text))
+
+	failures, attempts := 0, 0
+	spread := func() error {
+		servers, okN, failed, err := connectMany(c, short, 300)
+		if err != nil {
+			return err
+		}
+		failures += failed
+		attempts += okN + failed
+		s.f("client: %d new connections to %s (one every 2 ms): answered %s; %d failed", okN+failed, short, byNode(servers), failed)
+		return nil
+	}
+	if err := spread(); err != nil {
+		return err
+	}
+	early, err := holdMany(c, long, 30)
+	if err != nil {
+		return err
+	}
+	defer closeAll(early)
+	s.f("client: 30 long-lived connections to %s: %s", long, byNode(countBy(early)))
+
+	const dead = 2
+	s.f("CRASH %s: its switch port is cut and its agent gets SIGKILL", harness.NodeName(dead))
+	if err := c.Net.CutPort(dead); err != nil {
+		return err
+	}
+	crash := time.Now()
+	if err := c.Kill(dead); err != nil {
+		return err
+	}
+	survivors := e2ekit.Except(all, dead)
+	if err := c.WaitView(wctx, survivors, survivors); err != nil {
+		return err
+	}
+	if err := waitShares(wctx, c, survivors, survivors); err != nil {
+		return err
+	}
+	s.f("node0 and node1 took over %s's share %v after the crash", harness.NodeName(dead), ms(time.Since(crash)))
+	if err := spread(); err != nil {
+		return err
+	}
+	ok, broken := pingAll(early, harness.NodeName(dead))
+	s.f("long-lived connections: %d of %d held by node0/node1 still echo; %d were on %s (gone with it)", ok, len(early)-broken, broken, harness.NodeName(dead))
+	outage, err := holdMany(c, long, 30)
+	if err != nil {
+		return err
+	}
+	defer closeAll(outage)
+	s.f("client: 30 more long-lived connections during the outage: %s", byNode(countBy(outage)))
+
+	s.f("RECOVER %s: switch port up, agent restarted", harness.NodeName(dead))
+	if err := c.Net.RestorePort(dead); err != nil {
+		return err
+	}
+	back := time.Now()
+	if err := c.StartAgent(dead); err != nil {
+		return err
+	}
+	if err := c.WaitView(wctx, all, all); err != nil {
+		return err
+	}
+	if err := waitShares(wctx, c, all, all); err != nil {
+		return err
+	}
+	s.f("%s has its share again %v after its agent started", harness.NodeName(dead), ms(time.Since(back)))
+	if err := spread(); err != nil {
+		return err
+	}
+	held := append(append([]*e2ekit.Held{}, early...), outage...)
+	ok, _ = pingAll(held, harness.NodeName(dead))
+	kept := 0
+	for _, h := range held {
+		if h.Server != harness.NodeName(dead) {
+			kept++
+		}
+	}
+	s.f("long-lived connections held by node0/node1 (before the crash and during the outage): %d of %d still echo, %d reset", ok, kept, kept-ok)
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "Summary: %d of %d new connections failed; after %s's return %d of %d long-lived connections held by the survivors still worked.\n", failures, attempts, harness.NodeName(dead), ok, kept)
+	if ok != kept {
+		return fmt.Errorf("%d long-lived connections were reset by the failback", kept-ok)
+	}
+	return nil
+}
+
+// waitShares waits until every node of nodes reports group api shared by
+// exactly the members in want.
+func waitShares(ctx context.Context, c *e2ekit.Cluster, nodes, want []int) error {
+	return harness.Wait(ctx, "multi-hosted tables", func() (bool, error) {
+		sts, err := c.Statuses(nodes)
+		if err != nil {
+			return false, nil
+		}
+		for _, st := range sts {
+			g := st.Group("api")
+			if g == nil {
+				return false, nil
+			}
+			for m := range c.Net.Nodes() {
+				in := false
+				for _, w := range want {
+					in = in || w == m
+				}
+				if (g.Shares[harness.NodeName(m)] > 0) != in {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+}
+
+// connectMany opens about n short connections (one every 2 ms) and returns
+// the answers by node, the successes and the failures.
+func connectMany(c *e2ekit.Cluster, ap netip.AddrPort, n int) (map[string]int, int, int, error) {
+	const every = 2 * time.Millisecond
+	p, err := c.Net.StartProbe(harness.ProbeOptions{Target: ap, Interval: every, Duration: time.Duration(n) * every, ReadServer: true})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	<-p.Done()
+	r := p.Stop()
+	okN, failed := r.Counts()
+	return r.Servers(), okN, failed, nil
+}
+
+func holdMany(c *e2ekit.Cluster, ap netip.AddrPort, n int) ([]*e2ekit.Held, error) {
+	var out []*e2ekit.Held
+	for range n {
+		h, err := e2ekit.DialHeld(c.Net.Client(), ap, 2*time.Second)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func closeAll(hs []*e2ekit.Held) {
+	for _, h := range hs {
+		_ = h.Close()
+	}
+}
+
+// pingAll pings every connection not on node skip: it returns how many
+// echoed and how many were skipped.
+func pingAll(hs []*e2ekit.Held, skip string) (ok, skipped int) {
+	for _, h := range hs {
+		if h.Server == skip {
+			skipped++
+			continue
+		}
+		if h.Ping(2*time.Second) == nil {
+			ok++
+		}
+	}
+	return ok, skipped
+}
+
+func countBy(hs []*e2ekit.Held) map[string]int {
+	m := map[string]int{}
+	for _, h := range hs {
+		m[h.Server]++
+	}
+	return m
+}
+
+func byNode(m map[string]int) string {
+	var by []string
+	for name, k := range m {
+		by = append(by, fmt.Sprintf("%d by %s", k, name))
+	}
+	sort.Strings(by)
+	return strings.Join(by, ", ")
+}
