@@ -133,12 +133,20 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	case st.seed != seed || !maps.Equal(st.slots, slots):
 		st = &multiTables{cur: cur, prev: cur}
 	}
+	// A previous owner that is no longer alive is forgotten: its
+	// connections died with it, and if it comes back it holds none.
+	aliveSlot := map[uint8]bool{}
+	for m := range alive {
+		aliveSlot[uint8(slots[m])] = true
+	}
 	prev := make([]uint8, len(cur))
 	for b := range cur {
+		prev[b] = st.prev[b]
 		if cur[b] != st.cur[b] {
 			prev[b] = st.cur[b]
-		} else {
-			prev[b] = st.prev[b]
+		}
+		if !aliveSlot[prev[b]] {
+			prev[b] = cur[b]
 		}
 	}
 	p.multi[name] = &multiTables{slots: maps.Clone(slots), seed: seed, cur: cur, prev: prev}

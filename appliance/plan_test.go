@@ -282,8 +282,13 @@ interface = "eth0"
 	first := m.Owners
 	out = pa.plan(planInput{now: t0.Add(time.Second), up: []string{"a", "b"}})
 	m = out.desired.Multi[0]
-	if !slices.Equal(m.Prev, first) {
-		t.Errorf("Prev is not the previous table")
+	// c's buckets moved to a and b; c is dead, so no bucket names it as
+	// previous owner (nothing of its to leave alone).
+	if !slices.Equal(m.Prev, m.Owners) {
+		t.Errorf("Prev differs from Owners after c died")
+	}
+	if slices.Equal(m.Owners, first) {
+		t.Errorf("Owners did not change when c died")
 	}
 	if m.PrevAlive != 0b011 {
 		t.Errorf("PrevAlive = %03b, want 011 (slots of a and b)", m.PrevAlive)
@@ -373,6 +378,25 @@ interface = "eth0"
 	}
 	if mine == 0 || m.PrevAlive != 0b111 {
 		t.Errorf("c owns %d buckets, PrevAlive %03b; want some, 111", mine, m.PrevAlive)
+	}
+	// a dies: the buckets c took from a need no handover any more, and
+	// when a returns (without connections) they do not get it back.
+	slotA := uint8(c.Groups[0].Slots["a"])
+	fromA := map[int]bool{}
+	for b := range m.Owners {
+		if m.Owners[b] == slotC && m.Prev[b] == slotA {
+			fromA[b] = true
+		}
+	}
+	if len(fromA) == 0 {
+		t.Fatalf("c took no bucket from a")
+	}
+	pc.plan(planInput{now: t1.Add(5 * time.Second), up: []string{"b", "c"}, peerStart: peerStart})
+	m = pc.plan(planInput{now: t1.Add(10 * time.Second), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0]
+	for b := range fromA {
+		if m.Owners[b] == slotC && m.Prev[b] != slotC {
+			t.Fatalf("bucket %d: previous owner %d after a died and returned, want c (%d)", b, m.Prev[b], slotC)
+		}
 	}
 }
 
