@@ -257,8 +257,9 @@ func (o *Objects) validate(index int, g *Group) error {
 }
 
 // SetGroup writes group index's configuration and partition table. The
-// inactive half is written first, then one 4-byte store flips the group to
-// it, so the program sees either the old or the new table, never a mix: at
+// inactive half is written first, then the group's value is rewritten with
+// that half active (the active half's bytes unchanged, only the index word
+// differs), so the program sees either the old or the new table, never a mix: at
 // no moment two owners, never a bucket without owner. When the group's
 // addresses changed, the address table is then rewritten and flipped the
 // same way, so an address appears with its table in place.
