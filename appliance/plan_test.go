@@ -257,15 +257,18 @@ func TestFailedGroupsOf(t *testing.T) {
 	}
 }
 
-func TestPlannerMultiTables(t *testing.T) {
-	c := testCluster(t, `
+// multiFront is one multi-hosted group of three members.
+const multiFront = `
 [[group]]
 name = "front"
 mode = "multi"
 ips = ["198.51.100.10"]
 members = ["a", "b", "c"]
 interface = "eth0"
-`)
+`
+
+func TestPlannerMultiTables(t *testing.T) {
+	c := testCluster(t, multiFront)
 	t0 := time.Unix(1000, 0)
 	pa := testPlanner(t, "a", c, t0)
 	out := pa.plan(planInput{now: t0, up: []string{"a", "b", "c"}})
@@ -300,14 +303,7 @@ interface = "eth0"
 // leaving the old owner's connections alone), and a cluster start hands
 // nothing over.
 func TestPlannerMultiPrevSticky(t *testing.T) {
-	c := testCluster(t, `
-[[group]]
-name = "front"
-mode = "multi"
-ips = ["198.51.100.10"]
-members = ["a", "b", "c"]
-interface = "eth0"
-`)
+	c := testCluster(t, multiFront)
 	t0 := time.Unix(1000, 0)
 	pc := testPlanner(t, "c", c, t0)
 	all := []string{"a", "b", "c"}
@@ -350,14 +346,7 @@ interface = "eth0"
 // connections in them it must leave alone: its first table names them as
 // previous owners.
 func TestPlannerMultiJoinHandover(t *testing.T) {
-	c := testCluster(t, `
-[[group]]
-name = "front"
-mode = "multi"
-ips = ["198.51.100.10"]
-members = ["a", "b", "c"]
-interface = "eth0"
-`)
+	c := testCluster(t, multiFront)
 	t0 := time.Unix(1000, 0)
 	t1 := t0.Add(time.Minute)
 	pc := testPlanner(t, "c", c, t1)

@@ -66,48 +66,75 @@ func (s say) f(format string, args ...any) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
-func run(bin string, keep bool, out io.Writer) (err error) {
+// lan is the demos' network and agents.
+type lan struct {
+	c    *e2ekit.Cluster
+	s    say
+	keep bool
+	out  io.Writer
+	stop func()
+}
+
+// startLAN checks the environment, builds the LAN (a switch, three nodes, a
+// client) and starts the agents with groups; echo also starts the echo
+// servers. The caller defers l.close(&err).
+func startLAN(bin string, keep bool, out io.Writer, intro string, groups []shoalrun.Group, echo bool) (*lan, error) {
 	if os.Geteuid() != 0 {
-		return errors.New("needs root (it creates network namespaces): run `sudo make demo`")
+		return nil, errors.New("needs root (it creates network namespaces): run it with sudo")
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%w (run `make build` first, or `make demo`, which builds it)", err)
+		return nil, fmt.Errorf("%w (run `make build` first, or `make demo`, which builds it)", err)
 	}
 	if _, err := harness.CleanupStale(prefix); err != nil {
 		fmt.Fprintf(out, "note: could not remove namespaces of an earlier crashed demo: %v\n", err)
 	}
 	s := say{w: out, start: time.Now()}
+	fmt.Fprintln(out, intro)
+	s.f("building the LAN in network namespaces: a switch, node0..node2 (10.99.0.1-3), a client (10.99.0.100)")
+	opts := e2ekit.Options{
+		Prefix: prefix, Nodes: 3, Client: true, Binary: bin, ServePort: port, ConsoleLogs: true, KeepDir: keep,
+		Shoal: shoalrun.Options{ClusterName: "demo", HeartbeatInterval: "500ms", Groups: groups},
+	}
+	if echo {
+		opts.EchoPort = echoPort
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := e2ekit.New(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	// Ctrl-C tears everything down.
+	return &lan{c: c, s: s, keep: keep, out: out, stop: c.Net.CloseOnSignal()}, nil
+}
+
+// close tears the LAN down, printing the agents' logs when *err is set.
+func (l *lan) close(err *error) {
+	l.stop()
+	if *err != nil {
+		var b strings.Builder
+		l.c.DumpLogs(&b, 2500)
+		fmt.Fprint(l.out, b.String())
+	}
+	l.s.f("cleaning up (agents, namespaces, switch)")
+	if l.keep {
+		fmt.Fprintf(l.out, "kept configs and agent logs in %s\n", l.c.Net.Dir())
+	}
+	if cerr := l.c.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
+}
+
+func run(bin string, keep bool, out io.Writer) (err error) {
 	ips := []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12")}
 	target := ips[0]
-
-	fmt.Fprintln(out, "Shoal demo: three nodes keep three traffic IPs reachable for a client on the same LAN.")
-	s.f("building the LAN in network namespaces: a switch, node0..node2 (10.99.0.1-3), a client (10.99.0.100)")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	c, err := e2ekit.New(ctx, e2ekit.Options{
-		Prefix: prefix, Nodes: 3, Client: true, Binary: bin, ServePort: port, ConsoleLogs: true, KeepDir: keep,
-		Shoal: shoalrun.Options{ClusterName: "demo", HeartbeatInterval: "500ms",
-			Groups: []shoalrun.Group{{Name: "web", IPs: ips}}},
-	})
-	cancel()
+	l, err := startLAN(bin, keep, out, "Shoal demo: three nodes keep three traffic IPs reachable for a client on the same LAN.",
+		[]shoalrun.Group{{Name: "web", IPs: ips}}, false)
 	if err != nil {
 		return err
 	}
-	stopSignal := c.Net.CloseOnSignal() // Ctrl-C tears everything down
-	defer func() {
-		stopSignal()
-		if err != nil {
-			var b strings.Builder
-			c.DumpLogs(&b, 2500)
-			fmt.Fprint(out, b.String())
-		}
-		s.f("cleaning up (agents, namespaces, switch)")
-		if keep {
-			fmt.Fprintf(out, "kept configs and agent logs in %s\n", c.Net.Dir())
-		}
-		if cerr := c.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	defer l.close(&err)
+	c, s := l.c, l.s
 	all := c.Agents()
 	s.f("started `shoal agent` on node0, node1, node2 (each node also runs a tiny TCP server on :%d answering its name)", port)
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)

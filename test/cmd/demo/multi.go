@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -23,48 +21,16 @@ const echoPort = port + 1
 // crash moving only the dead node's share, and the node's return, during
 // which the long-lived connections the survivors hold keep working.
 func runMulti(bin string, keep bool, out io.Writer) (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (it creates network namespaces): run `sudo make demo-multi`")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%w (run `make build` first, or `make demo-multi`, which builds it)", err)
-	}
-	if _, err := harness.CleanupStale(prefix); err != nil {
-		fmt.Fprintf(out, "note: could not remove namespaces of an earlier crashed demo: %v\n", err)
-	}
-	s := say{w: out, start: time.Now()}
 	vip := netip.MustParseAddr("192.0.2.20")
 	short := netip.AddrPortFrom(vip, port)
 	long := netip.AddrPortFrom(vip, echoPort)
-
-	fmt.Fprintln(out, "Shoal demo, multi-hosted: three nodes serve one traffic IP at once, each taking its share of the connections.")
-	s.f("building the LAN in network namespaces: a switch, node0..node2 (10.99.0.1-3), a client (10.99.0.100)")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	c, err := e2ekit.New(ctx, e2ekit.Options{
-		Prefix: prefix, Nodes: 3, Client: true, Binary: bin, ServePort: port, EchoPort: echoPort, ConsoleLogs: true, KeepDir: keep,
-		Shoal: shoalrun.Options{ClusterName: "demo", HeartbeatInterval: "500ms",
-			Groups: []shoalrun.Group{{Name: "api", Mode: "multi", IPs: []netip.Addr{vip}}}},
-	})
-	cancel()
+	l, err := startLAN(bin, keep, out, "Shoal demo, multi-hosted: three nodes serve one traffic IP at once, each taking its share of the connections.",
+		[]shoalrun.Group{{Name: "api", Mode: "multi", IPs: []netip.Addr{vip}}}, true)
 	if err != nil {
 		return err
 	}
-	stopSignal := c.Net.CloseOnSignal()
-	defer func() {
-		stopSignal()
-		if err != nil {
-			var b strings.Builder
-			c.DumpLogs(&b, 2500)
-			fmt.Fprint(out, b.String())
-		}
-		s.f("cleaning up (agents, XDP programs, namespaces, switch)")
-		if keep {
-			fmt.Fprintf(out, "kept configs and agent logs in %s\n", c.Net.Dir())
-		}
-		if cerr := c.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	defer l.close(&err)
+	c, s := l.c, l.s
 	all := c.Agents()
 	s.f("started `shoal agent` on node0, node1, node2; each node runs a TCP server on :%d answering its name and an echo server on :%d", port, echoPort)
 	wctx, wcancel := context.WithTimeout(context.Background(), 90*time.Second)

@@ -277,22 +277,12 @@ func (c *Cluster) ViewChanges(i int) ([]ViewChange, error) {
 // DialName connects from namespace ns to ap, reads the first line the
 // server sends (the harness server's node name) and returns it.
 func DialName(ns string, ap netip.AddrPort, timeout time.Duration) (string, error) {
-	var conn net.Conn
-	err := harness.InNamespace(ns, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", ap.String(), timeout)
-		return err
-	})
+	h, err := DialHeld(ns, ap, timeout)
 	if err != nil {
-		return "", fmt.Errorf("dial %s from %s: %w", ap, ns, err)
+		return "", err
 	}
-	defer func() { _ = conn.Close() }()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return "", fmt.Errorf("read from %s: %w", ap, err)
-	}
-	return strings.TrimSpace(line), nil
+	_ = h.Close()
+	return h.Server, nil
 }
 
 // WaitReach waits until a connection from the client to ap is answered by
