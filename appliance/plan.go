@@ -44,6 +44,7 @@ type planner struct {
 	handoff map[netip.Addr]time.Time // IP -> drop deadline
 	held    map[netip.Addr]bool      // IPs in the last desired state
 	multi   map[string]*multiTables  // multi-hosted groups this node serves
+	served  map[string]bool          // multi-hosted groups this node has served
 }
 
 // multiTables is one multi-hosted group's partition as this node last
@@ -86,7 +87,7 @@ func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now ti
 		startedAt: now, settle: settle, settleBy: now.Add(settle),
 		upSince: map[string]time.Time{}, lastUp: map[string]bool{},
 		handoff: map[netip.Addr]time.Time{}, held: map[netip.Addr]bool{},
-		multi: map[string]*multiTables{},
+		multi: map[string]*multiTables{}, served: map[string]bool{},
 	}
 }
 
@@ -108,16 +109,19 @@ func hashSeed(cluster, group string) uint32 {
 // multiPrev records cur as group name's partition and returns each bucket's
 // previous owner (see multiTables). When this node starts serving the group
 // after joining a running cluster (agent restart, return to the view after
-// a failure, end of failback_delay), the alive members without it served
-// every bucket until now: the previous owners are their allocation, so this
-// node leaves their connections alone in the buckets it takes. At a cluster
-// start (every member came up within the settle period) nobody had
-// connections: no bucket has a previous owner. Neither after a config
-// change that reassigns slots or the hash seed, as the old owners cannot be
-// named in the new slots.
+// a failure, end of failback_delay) or serves it again (the group failed
+// here, e.g. its interface went down, and recovered), the alive members
+// without it served every bucket until now: the previous owners are their
+// allocation, so this node leaves their connections alone in the buckets it
+// takes. At a cluster start (every member came up within the settle period)
+// nobody had connections: no bucket has a previous owner. Neither after a
+// config change that reassigns slots or the hash seed, as the old owners
+// cannot be named in the new slots.
 func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan *allocate.Plan, alive allocate.Alive, cur []uint8) []uint8 {
 	st := p.multi[name]
 	_, joined := p.upSince[p.self]
+	joined = joined || p.served[name]
+	p.served[name] = true
 	switch {
 	case st == nil && !joined:
 		st = &multiTables{cur: cur, prev: cur}

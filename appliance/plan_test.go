@@ -389,6 +389,40 @@ func TestPlannerMultiJoinHandover(t *testing.T) {
 	}
 }
 
+// TestPlannerMultiGroupRecoveredHandover: a group that failed on this node
+// (its interface went down) and recovers is served again like after a
+// join: the others took its buckets meanwhile, so they are their previous
+// owners.
+func TestPlannerMultiGroupRecoveredHandover(t *testing.T) {
+	c := testCluster(t, multiFront)
+	t0 := time.Unix(1000, 0)
+	pa := testPlanner(t, "a", c, t0)
+	all := []string{"a", "b", "c"}
+	m := pa.plan(planInput{now: t0, up: all}).desired.Multi[0]
+	if !slices.Equal(m.Prev, m.Owners) {
+		t.Fatalf("cluster start: Prev differs from Owners")
+	}
+	out := pa.plan(planInput{now: t0.Add(5 * time.Second), up: all, selfFailedGroups: map[string]bool{"front": true}})
+	if len(out.desired.Multi) != 0 {
+		t.Fatalf("group failed here but still served")
+	}
+	m = pa.plan(planInput{now: t0.Add(8 * time.Second), up: all}).desired.Multi[0]
+	slotA := uint8(c.Groups[0].Slots["a"])
+	mine := 0
+	for b := range m.Owners {
+		if m.Owners[b] != slotA {
+			continue
+		}
+		mine++
+		if m.Prev[b] == slotA {
+			t.Fatalf("bucket %d: a owns it again, previous owner a; want b or c, who served it meanwhile", b)
+		}
+	}
+	if mine == 0 {
+		t.Fatalf("a owns no bucket after recovering")
+	}
+}
+
 func countOwners(ips map[string]string, who string) int {
 	n := 0
 	for _, o := range ips {

@@ -199,3 +199,68 @@ func TestMultiHosted(t *testing.T) {
 		t.Errorf("no long-lived connection opened after the failback reached %s: %v", harness.NodeName(dead), got)
 	}
 }
+
+// TestMultiHostedLinkFlap: a node's switch port goes down for a few seconds
+// with its agent running, then comes back. While it returns, the
+// long-lived connections the others took during the outage carry data
+// every 20 ms and none fails (the returning node must not pass their
+// packets to its stack, which would reset them); afterwards every
+// long-lived connection works, including the returning node's own from
+// before the outage.
+func TestMultiHostedLinkFlap(t *testing.T) {
+	vip := netip.MustParseAddr("192.0.2.51")
+	echo := netip.AddrPortFrom(vip, port+1)
+	c := newCluster(t, e2ekit.Options{
+		Nodes: 3, Client: true, EchoPort: port + 1,
+		Shoal: shoalrun.Options{ClusterName: "e2e-flap", Groups: []shoalrun.Group{{Name: "mh", Mode: "multi", IPs: []netip.Addr{vip}}}},
+	})
+	all := c.Agents()
+	must(t, c.WaitView(deadline(t, wait), all, all))
+	waitShares(t, c, all, all)
+	must(t, harness.Wait(deadline(t, wait), "a first answer on "+echo.String(), func() (bool, error) {
+		h, err := e2ekit.DialHeld(c.Net.Client(), echo, time.Second)
+		if err == nil {
+			_ = h.Close()
+		}
+		return err == nil, nil
+	}))
+	early := holdMany(t, c, echo, 30)
+	t.Logf("long-lived connections before the flap: %v", pingAll(t, "before the flap", early))
+
+	const flapped = 1
+	must(t, c.Net.CutPort(flapped))
+	others := e2ekit.Except(all, flapped)
+	must(t, c.WaitView(deadline(t, wait), others, others))
+	waitShares(t, c, others, others)
+	outage := holdMany(t, c, echo, 60)
+	t.Logf("long-lived connections opened during the outage: %v", pingAll(t, "during the outage", outage))
+
+	// Keep the outage connections busy while the port comes back.
+	stop := make(chan struct{})
+	fails := make(chan []error, 1)
+	go func() {
+		var errs []error
+		defer func() { fails <- errs }()
+		for {
+			for _, h := range outage {
+				if err := h.Ping(time.Second); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	must(t, c.Net.RestorePort(flapped))
+	must(t, c.WaitView(deadline(t, wait), all, all))
+	waitShares(t, c, all, all)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	for _, err := range <-fails {
+		t.Errorf("while %s returned: long-lived %v", harness.NodeName(flapped), err)
+	}
+	t.Logf("after the flap: %v before it, %v during it", pingAll(t, "after the flap", early), pingAll(t, "after the flap", outage))
+}
