@@ -139,7 +139,7 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	}
 	// A previous owner that is no longer alive is forgotten: its
 	// connections died with it, and if it comes back it holds none.
-	aliveSlot := map[uint8]bool{}
+	var aliveSlot [256]bool // indexed by slot; NoOwner is never alive
 	for m := range alive {
 		aliveSlot[uint8(slots[m])] = true
 	}
