@@ -151,17 +151,24 @@ func TestStalePacketKeepsState(t *testing.T) {
 		return b
 	}
 	before := n2.Stats()
+	seen := len(c.eventsOf(1))
 	c.net.Inject(testAddr(0), testAddr(1), packet(top, false))
 	c.net.Inject(testAddr(0), testAddr(1), packet(top-1, true))
 	waitFor(t, 2*time.Second, "n2 to accept the stale packet", func() (bool, string) {
 		s := n2.Stats()
 		return s.Stale > before.Stale, fmt.Sprintf("stale %d accepted %d", s.Stale, s.Accepted)
 	})
+	// Let n1's next heartbeats (still failed) arrive, then check that no
+	// view n2 had in between held n1. Other view changes (a member of the
+	// test cluster briefly suspected on a loaded machine) do not count.
+	time.Sleep(2 * testInterval)
 	if v := n2.View(); slices.Contains(v.Up, "n1") {
 		t.Errorf("after a stale healthy packet n2's view is %v: want n1 out", v.Up)
 	}
-	if s := n2.Stats(); s.ViewChanges != before.ViewChanges {
-		t.Errorf("a stale packet changed n2's view %d times", s.ViewChanges-before.ViewChanges)
+	for _, ev := range c.eventsOf(1)[seen:] {
+		if ev.Type == EventViewChange && ev.View != nil && slices.Contains(ev.View.Up, "n1") {
+			t.Errorf("a stale packet put n1 back into n2's view: %v at %s", ev.View.Up, ev.Time.Format("15:04:05.000"))
+		}
 	}
 }
 
