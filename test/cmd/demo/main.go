@@ -19,7 +19,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -108,6 +107,17 @@ func startLAN(bin string, keep bool, out io.Writer, intro string, groups []shoal
 	return &lan{c: c, s: s, keep: keep, out: out, stop: c.Net.CloseOnSignal()}, nil
 }
 
+// crash cuts node i's switch port and kills its agent; it returns when the
+// crash began.
+func (l *lan) crash(i int) (time.Time, error) {
+	l.s.f("CRASH %s: its switch port is cut and its agent gets SIGKILL", harness.NodeName(i))
+	if err := l.c.Net.CutPort(i); err != nil {
+		return time.Time{}, err
+	}
+	at := time.Now()
+	return at, l.c.Kill(i)
+}
+
 // close tears the LAN down, printing the agents' logs when *err is set.
 func (l *lan) close(err *error) {
 	l.stop()
@@ -181,20 +191,10 @@ func run(bin string, keep bool, out io.Writer) (err error) {
 			recent[a.Server]++
 		}
 	}
-	var by []string
-	for name, k := range recent {
-		by = append(by, fmt.Sprintf("%d by %s", k, name))
-	}
-	sort.Strings(by)
-	s.f("client: connections answered in the last second: %s", strings.Join(by, ", "))
+	s.f("client: connections answered in the last second: %s", byNode(recent))
 
-	// Crash: the node's switch port goes down and its agent is killed.
-	s.f("CRASH %s: its switch port is cut and its agent gets SIGKILL", harness.NodeName(owner))
-	if err := c.Net.CutPort(owner); err != nil {
-		return err
-	}
-	crash := time.Now()
-	if err := c.Kill(owner); err != nil {
+	crash, err := l.crash(owner)
+	if err != nil {
 		return err
 	}
 	survivors := e2ekit.Except(all, owner)

@@ -75,12 +75,8 @@ func runMulti(bin string, keep bool, out io.Writer) (err error) {
 	s.f("client: 30 long-lived connections to %s: %s", long, byNode(countBy(early)))
 
 	const dead = 2
-	s.f("CRASH %s: its switch port is cut and its agent gets SIGKILL", harness.NodeName(dead))
-	if err := c.Net.CutPort(dead); err != nil {
-		return err
-	}
-	crash := time.Now()
-	if err := c.Kill(dead); err != nil {
+	crash, err := l.crash(dead)
+	if err != nil {
 		return err
 	}
 	survivors := e2ekit.Except(all, dead)
