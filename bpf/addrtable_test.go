@@ -173,3 +173,26 @@ func TestProgramAddrTable(t *testing.T) {
 		check("colliding set, old address", a, xdpPass, false)
 	}
 }
+
+// TestHandoverCount: Handover counts the buckets owned here whose previous
+// owner is another, alive slot.
+func TestHandoverCount(t *testing.T) {
+	o := load(t)
+	owners, prev := fill(0), fill(1)
+	for b := range NumBuckets / 4 {
+		prev[b] = 0 // owned before too: no handover
+	}
+	want := NumBuckets - NumBuckets/4
+	setGroup(t, o, group(owners, prev, 0b011, false))
+	if got := o.Handover(0); got != want {
+		t.Errorf("Handover() with slot 1 alive = %d, want %d", got, want)
+	}
+	setGroup(t, o, group(owners, prev, 0b001, false))
+	if got := o.Handover(0); got != 0 {
+		t.Errorf("Handover() with slot 1 dead = %d, want 0", got)
+	}
+	setGroup(t, o, group(owners, nil, 0b011, false))
+	if got := o.Handover(0); got != 0 {
+		t.Errorf("Handover() without previous owners = %d, want 0", got)
+	}
+}

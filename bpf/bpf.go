@@ -389,6 +389,29 @@ type Conn struct {
 	Remote, Local netip.AddrPort
 }
 
+// Handover reports how many buckets of group index this node owns while
+// their previous owner, alive, keeps its connections there: non-SYN TCP
+// packets of these buckets cost a socket lookup. 0 for an unconfigured
+// group.
+func (o *Objects) Handover(index int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if index < 0 || index >= MaxGroups || o.written[index] == nil {
+		return 0
+	}
+	w := o.written[index]
+	self := w.cfg.SelfSlot
+	n := 0
+	for b := range NumBuckets {
+		c := &w.table[b/chunk]
+		prev := c.Prev[b%chunk]
+		if c.Owner[b%chunk] == self && prev != self && prev < MaxSlots && w.cfg.PrevAlive>>prev&1 == 1 {
+			n++
+		}
+	}
+	return n
+}
+
 // Held reports how many buckets of group index the program treats as
 // possibly holding this node's connections without being owned here (each
 // costs a socket lookup per packet); 0 for an unconfigured group.

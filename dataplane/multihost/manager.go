@@ -63,6 +63,10 @@ type GroupStatus struct {
 	// has (or, until the next prune, may have) connections: their packets
 	// cost a socket lookup.
 	BucketsHeld int
+	// BucketsHandover counts buckets owned here whose previous owner is
+	// alive and keeps its connections there: their non-SYN TCP packets
+	// cost a socket lookup (docs/MULTIHOST.md, "Handover").
+	BucketsHandover int
 }
 
 // Manager serves multi-hosted groups. It is safe for concurrent use.
@@ -685,7 +689,7 @@ func (m *Manager) Status() (Status, error) {
 	defer m.mu.Unlock()
 	var st Status
 	for _, s := range m.groups {
-		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned, BucketsHeld: m.objs.Held(s.index)})
+		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned, BucketsHeld: m.objs.Held(s.index), BucketsHandover: m.objs.Handover(s.index)})
 	}
 	slices.SortFunc(st.Groups, func(a, b GroupStatus) int { return cmpString(a.Name, b.Name) })
 	for _, ifc := range m.ifaces {

@@ -194,6 +194,21 @@ func TestMultiHosted(t *testing.T) {
 	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)
 	kept := pingAll(t, "after the failback", append(early, outage...), harness.NodeName(dead))
 	t.Logf("long-lived connections held by the survivors after the failback: %v", kept)
+	// The returned node keeps its buckets in handover (the survivors are
+	// alive and may still hold connections there); the survivors have none.
+	for _, i := range all {
+		st, err := c.StatusAPI(i)
+		must(t, err)
+		n := -1
+		for _, g := range st.Multihost.Groups {
+			if g.Name == "mh" {
+				n = g.BucketsHandover
+			}
+		}
+		if (i == dead) != (n > 0) {
+			t.Errorf("%s: %d buckets in handover, want some only on %s", harness.NodeName(i), n, harness.NodeName(dead))
+		}
+	}
 	late := holdMany(t, c, echo, 30)
 	if got := pingAll(t, "opened after the failback", late); got[harness.NodeName(dead)] == 0 {
 		t.Errorf("no long-lived connection opened after the failback reached %s: %v", harness.NodeName(dead), got)

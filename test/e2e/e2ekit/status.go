@@ -38,6 +38,15 @@ type Status struct {
 		ProbeAcks   uint64 `json:"ProbeAcks"`
 		Accepted    uint64 `json:"Accepted"`
 	} `json:"heartbeats"`
+	// Multihost is the multi-hosted dataplane's state (multihost.Status).
+	Multihost struct {
+		Groups []struct {
+			Name            string
+			BucketsOwned    int
+			BucketsHeld     int
+			BucketsHandover int
+		}
+	} `json:"multihost"`
 }
 
 // View is a node's view: the members up, its epoch and digest.
