@@ -394,28 +394,24 @@ type Conn struct {
 // packets of these buckets cost a socket lookup. 0 for an unconfigured
 // group.
 func (o *Objects) Handover(index int) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if index < 0 || index >= MaxGroups || o.written[index] == nil {
-		return 0
-	}
-	w := o.written[index]
-	self := w.cfg.SelfSlot
-	n := 0
-	for b := range NumBuckets {
-		c := &w.table[b/chunk]
-		prev := c.Prev[b%chunk]
-		if c.Owner[b%chunk] == self && prev != self && prev < MaxSlots && w.cfg.PrevAlive>>prev&1 == 1 {
-			n++
-		}
-	}
-	return n
+	return o.countBuckets(index, func(cfg *shoalMhGroup, c *shoalMhChunk, i int) bool {
+		prev := c.Prev[i]
+		return c.Owner[i] == cfg.SelfSlot && prev != cfg.SelfSlot && prev < MaxSlots && cfg.PrevAlive>>prev&1 == 1
+	})
 }
 
 // Held reports how many buckets of group index the program treats as
 // possibly holding this node's connections without being owned here (each
 // costs a socket lookup per packet); 0 for an unconfigured group.
 func (o *Objects) Held(index int) int {
+	return o.countBuckets(index, func(cfg *shoalMhGroup, c *shoalMhChunk, i int) bool {
+		return c.Held>>i&1 == 1 && c.Owner[i] != cfg.SelfSlot
+	})
+}
+
+// countBuckets counts the buckets of group index, as last written, for
+// which match (given the bucket's chunk and its index in it) is true.
+func (o *Objects) countBuckets(index int, match func(cfg *shoalMhGroup, c *shoalMhChunk, i int) bool) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if index < 0 || index >= MaxGroups || o.written[index] == nil {
@@ -424,8 +420,7 @@ func (o *Objects) Held(index int) int {
 	w := o.written[index]
 	n := 0
 	for b := range NumBuckets {
-		c := &w.table[b/chunk]
-		if c.Held>>(b%chunk)&1 == 1 && c.Owner[b%chunk] != w.cfg.SelfSlot {
+		if match(&w.cfg, &w.table[b/chunk], b%chunk) {
 			n++
 		}
 	}
