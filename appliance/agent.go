@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,15 +127,16 @@ type agent struct {
 	log     zerolog.Logger
 	key     []byte
 
-	mu       sync.Mutex // guards cfg, plans, status fields below
-	cfg      *config.Cluster
-	cfgVer   confsync.Version
-	cfgID    confsync.ID
-	plans    []*allocate.Plan
-	groups   []GroupStatus
-	health   SelfTestResult
-	failed   map[string]string // groups this node cannot serve -> reason
-	lastView gossip.View
+	mu        sync.Mutex // guards cfg, plans, status fields below
+	cfg       *config.Cluster
+	cfgVer    confsync.Version
+	cfgID     confsync.ID
+	plans     []*allocate.Plan
+	groups    []GroupStatus
+	health    SelfTestResult
+	failed    map[string]string   // groups this node cannot serve -> reason
+	confirmed map[string][]string // ReleaseQuery answers not yet planned with
+	lastView  gossip.View
 
 	gossip *gossip.Agent
 	dp     *dataplane.Manager
@@ -358,6 +360,9 @@ func (a *agent) run(ctx context.Context) error {
 		return nil
 	})
 	start("events", func(ctx context.Context) error { a.forwardEvents(ctx); return nil })
+	if a.mh != nil {
+		start("release", func(ctx context.Context) error { a.releaseLoop(ctx); return nil })
+	}
 	start("confsync", a.cs.Run)
 	start("config channel", func(ctx context.Context) error { return a.csTr.Serve(ctx, a.cfgLn, a.cs) })
 	start("config updates", func(ctx context.Context) error { a.watchConfig(ctx); return nil })
@@ -570,6 +575,9 @@ func (a *agent) planInput(now time.Time, view gossip.View) planInput {
 		}
 	}
 	a.mu.Lock()
+	in.released, a.confirmed = a.confirmed, nil
+	a.mu.Unlock()
+	a.mu.Lock()
 	if len(a.failed) > 0 {
 		in.selfFailedGroups = map[string]bool{}
 		for g := range a.failed {
@@ -578,6 +586,84 @@ func (a *agent) planInput(now time.Time, view gossip.View) planInput {
 	}
 	a.mu.Unlock()
 	return in
+}
+
+// releaseInterval is how often a node with buckets in handover asks the
+// previous owners whether they still hold connections there.
+const releaseInterval = 2 * time.Second
+
+// releaseLoop asks, every releaseInterval while this node has buckets in
+// handover, whether their previous owners hold no connection outside their
+// share of the tables applied here (ReleaseQuery), and hands the answers to
+// the agent loop.
+func (a *agent) releaseLoop(ctx context.Context) {
+	t := time.NewTicker(releaseInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := a.mh.Status()
+		if err != nil {
+			continue
+		}
+		var ask []string
+		for _, g := range st.Groups {
+			if g.BucketsHandover > 0 && g.Table != 0 {
+				ask = append(ask, TableDigestHex(g.Table))
+			}
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		resp, err := a.gossip.Query(ReleaseQuery, []byte(strings.Join(ask, " ")), time.Second)
+		if err != nil {
+			a.log.Debug().Err(err).Msg("release query")
+			continue
+		}
+		got := false
+		a.mu.Lock()
+		for node, b := range resp {
+			if ds := strings.Fields(string(b)); len(ds) > 0 && node != a.ac.Node {
+				if a.confirmed == nil {
+					a.confirmed = map[string][]string{}
+				}
+				a.confirmed[node] = ds
+				got = true
+			}
+		}
+		a.mu.Unlock()
+		if got {
+			a.wake()
+		}
+	}
+}
+
+// answerRelease answers a ReleaseQuery: the asked tables this node has
+// applied and holds no connection outside its share of.
+func (a *agent) answerRelease(q *gossip.SerfQuery, payload []byte) {
+	if a.mh == nil || q == nil {
+		return
+	}
+	st, err := a.mh.Status()
+	if err != nil {
+		return
+	}
+	asked := strings.Fields(string(payload))
+	var yes []string
+	for _, g := range st.Groups {
+		if d := TableDigestHex(g.Table); g.Table != 0 && g.BucketsHeld == 0 && slices.Contains(asked, d) {
+			yes = append(yes, d)
+		}
+	}
+	if len(yes) == 0 {
+		return
+	}
+	if err := q.Respond([]byte(strings.Join(yes, " "))); err != nil {
+		a.log.Debug().Err(err).Msg("answer release query")
+	}
 }
 
 func (a *agent) publishChanges(prev map[string]dataplane.Address, now []dataplane.Address) {
@@ -640,6 +726,10 @@ func (a *agent) forwardEvents(ctx context.Context) {
 			a.log.Error().Str("ip", c.IP.String()).Str("mac", c.MAC.String()).Msg("duplicate IP: another host answers for a traffic IP we hold")
 			a.ev.Publish(events.Event{Type: events.DuplicateIP, IP: c.IP.String(), Details: map[string]string{"mac": c.MAC.String(), "interface": c.Interface}})
 		case se := <-a.gossip.SerfEvents():
+			if se.Type == "query" && se.Name == ReleaseQuery {
+				a.answerRelease(se.Query, se.Payload) // internal: not for handlers
+				continue
+			}
 			a.ev.HandleSerf(serfEventOf(se))
 		}
 	}

@@ -1,6 +1,8 @@
 package appliance
 
 import (
+	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 	"maps"
 	"net/netip"
@@ -71,6 +73,10 @@ type planInput struct {
 	selfFailedGroups map[string]bool
 	// peerStart is when each peer's agent started (its boot epoch).
 	peerStart map[string]time.Time
+	// released maps a peer to the tables (TableDigestHex) outside whose
+	// share it has just confirmed it holds no connection (ReleaseQuery).
+	// Each confirmation is passed once.
+	released map[string][]string
 }
 
 // planOutput is one pass's result.
@@ -106,18 +112,52 @@ func hashSeed(cluster, group string) uint32 {
 	return h.Sum32()
 }
 
+// ReleaseQuery is the serf query by which a node with buckets in handover
+// asks the previous owners whether they still hold connections there. The
+// payload lists table digests (TableDigestHex, space-separated); a node
+// answers with those of them it has applied and holds no connection
+// outside its share of (and, while the table stands, cannot get one). The
+// answer is fresh: it is made when the question arrives, so no older news
+// about a table applied earlier and since replaced can end a handover.
+const ReleaseQuery = "shoal-mh-release"
+
+// TableDigestHex formats a table digest as in ReleaseQuery: 48 bits in
+// hex.
+func TableDigestHex(d uint64) string {
+	return fmt.Sprintf("%012x", d&(1<<48-1))
+}
+
+// tableDigest identifies a multi-hosted group's partition: the hash seed,
+// the slot of each member and the owner of each bucket (FNV-1a, 64 bits).
+func tableDigest(seed uint32, slots map[string]int, owners []uint8) uint64 {
+	h := fnv.New64a()
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], seed)
+	h.Write(b[:])
+	for _, m := range slices.Sorted(maps.Keys(slots)) {
+		h.Write([]byte(m))
+		h.Write([]byte{0, byte(slots[m])})
+	}
+	h.Write(owners)
+	return h.Sum64()
+}
+
 // multiPrev records cur as group name's partition and returns each bucket's
-// previous owner (see multiTables). When this node starts serving the group
-// after joining a running cluster (agent restart, return to the view after
-// a failure, end of failback_delay) or serves it again (the group failed
-// here, e.g. its interface went down, and recovered), the alive members
-// without it served every bucket until now: the previous owners are their
-// allocation, so this node leaves their connections alone in the buckets it
-// takes. At a cluster start (every member came up within the settle period)
-// nobody had connections: no bucket has a previous owner. Neither after a
-// config change that reassigns slots or the hash seed, as the old owners
-// cannot be named in the new slots.
-func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan *allocate.Plan, alive allocate.Alive, cur []uint8) []uint8 {
+// previous owner (see multiTables) and cur's digest. When this node starts
+// serving the group after joining a running cluster (agent restart, return
+// to the view after a failure, end of failback_delay) or serves it again
+// (the group failed here, e.g. its interface went down, and recovered), the
+// alive members without it served every bucket until now: the previous
+// owners are their allocation, so this node leaves their connections alone
+// in the buckets it takes. At a cluster start (every member came up within
+// the settle period) nobody had connections: no bucket has a previous owner.
+// Neither after a config change that reassigns slots or the hash seed, as
+// the old owners cannot be named in the new slots.
+//
+// A handover ends for the buckets of a previous owner that has just
+// confirmed (ReleaseQuery) that it holds no connection outside its share of
+// the current table.
+func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan *allocate.Plan, alive allocate.Alive, cur []uint8, released map[string][]string) ([]uint8, uint64) {
 	st := p.multi[name]
 	_, joined := p.upSince[p.self]
 	joined = joined || p.served[name]
@@ -137,6 +177,14 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	case st.seed != seed || !maps.Equal(st.slots, slots):
 		st = &multiTables{cur: cur, prev: cur}
 	}
+	digest := tableDigest(seed, slots, cur)
+	var releasedSlot [256]bool
+	want := TableDigestHex(digest)
+	for m, ds := range released {
+		if slot, ok := slots[m]; ok && m != p.self && slices.Contains(ds, want) {
+			releasedSlot[uint8(slot)] = true
+		}
+	}
 	// A previous owner that is no longer alive is forgotten: its
 	// connections died with it, and if it comes back it holds none.
 	var aliveSlot [256]bool // indexed by slot; NoOwner is never alive
@@ -149,12 +197,12 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 		if cur[b] != st.cur[b] {
 			prev[b] = st.cur[b]
 		}
-		if !aliveSlot[prev[b]] {
+		if !aliveSlot[prev[b]] || releasedSlot[prev[b]] {
 			prev[b] = cur[b]
 		}
 	}
 	p.multi[name] = &multiTables{slots: maps.Clone(slots), seed: seed, cur: cur, prev: prev}
-	return prev
+	return prev, digest
 }
 
 func (p *planner) plan(in planInput) planOutput {
@@ -241,7 +289,7 @@ func (p *planner) plan(in planInput) planOutput {
 			if isMember && alive[p.self] {
 				serving[g.Name] = true
 				seed := hashSeed(p.cfg.Settings.Name, g.Name)
-				prev := p.multiPrev(g.Name, seed, g.Slots, plan, alive, res.Buckets)
+				prev, digest := p.multiPrev(g.Name, seed, g.Slots, plan, alive, res.Buckets, in.released)
 				var aliveSlots uint8
 				for m := range alive {
 					aliveSlots |= 1 << uint(g.Slots[m])
@@ -254,6 +302,7 @@ func (p *planner) plan(in planInput) planOutput {
 					Seed:           seed,
 					SelfSlot:       uint8(g.Slots[p.self]),
 					Owners:         res.Buckets, Prev: prev, PrevAlive: aliveSlots,
+					Digest: digest,
 				})
 			}
 			out.groups = append(out.groups, gs)

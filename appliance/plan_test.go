@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/shoal-project/shoal/allocate"
 	"github.com/shoal-project/shoal/confsync/config"
 	"github.com/shoal-project/shoal/dataplane"
 )
@@ -431,4 +432,61 @@ func countOwners(ips map[string]string, who string) int {
 		}
 	}
 	return n
+}
+
+// TestPlannerMultiRelease: a handover from a previous owner ends when that
+// owner confirms it holds no connection outside its share of the current
+// table, and stays ended while the bucket does not move; a confirmation for
+// another table ends nothing.
+func TestPlannerMultiRelease(t *testing.T) {
+	c := testCluster(t, multiFront)
+	g := c.Groups[0]
+	pc := testPlanner(t, "c", c, time.Unix(1000, 0))
+	plan := pc.plans[0]
+	all := allocate.Alive{"a": true, "b": true, "c": true}
+	n := len(plan.Buckets(all))
+	slotB, slotC := uint8(g.Slots["b"]), uint8(g.Slots["c"])
+	table := func(toC int) []uint8 { // b owns all, c the first toC buckets
+		t := make([]uint8, n)
+		for i := range t {
+			t[i] = slotB
+			if i < toC {
+				t[i] = slotC
+			}
+		}
+		return t
+	}
+	handover := func(prev []uint8) int {
+		k := 0
+		for i := range prev {
+			if prev[i] == slotB && i < 10 {
+				k++
+			}
+		}
+		return k
+	}
+	step := func(cur []uint8, rel ...string) ([]uint8, string) {
+		t.Helper()
+		prev, d := pc.multiPrev(g.Name, 7, g.Slots, plan, all, cur, map[string][]string{"b": rel})
+		return prev, TableDigestHex(d)
+	}
+	step(table(0)) // cluster start: no handover
+	prev, d := step(table(10))
+	if handover(prev) != 10 {
+		t.Fatalf("10 buckets moved from b to c: %d in handover, want 10", handover(prev))
+	}
+	if prev, _ = step(table(10), "000000000000", d+"0"); handover(prev) != 10 {
+		t.Fatalf("confirmations for other tables ended %d handovers", 10-handover(prev))
+	}
+	if prev, _ = step(table(10), d); handover(prev) != 0 {
+		t.Fatalf("b confirmed the table: %d buckets still in handover", handover(prev))
+	}
+	if prev, _ = step(table(10)); handover(prev) != 0 {
+		t.Fatalf("a later pass put %d buckets back in handover", handover(prev))
+	}
+	// The buckets go back to b and come to c again: a new handover.
+	step(table(0))
+	if prev, _ = step(table(10)); handover(prev) != 10 {
+		t.Fatalf("buckets moved again: %d in handover, want 10", handover(prev))
+	}
 }

@@ -102,4 +102,10 @@ type MultiGroup struct {
 	// leaves its non-SYN packets without a local socket to that owner.
 	Prev      []uint8
 	PrevAlive uint8 // bit s set = slot s alive now
+	// Digest identifies Owners with the seed and the slot assignment: equal
+	// on every node that computed the same table. The multi-hoster reports
+	// the digest it applied, so peers can be told when this node holds no
+	// connection outside its share of that table (docs/MULTIHOST.md,
+	// "Handover").
+	Digest uint64
 }

@@ -73,7 +73,7 @@ var (
 	dShares           = desc("shoal_multihost_share_buckets", "Buckets of a multi-hosted group allocated to each member, as this node computes it.", "group", "member")
 	dBucketsOwned     = desc("shoal_multihost_buckets_owned", "Buckets of a multi-hosted group this node's XDP program serves.", "group")
 	dBucketsHeld      = desc("shoal_multihost_buckets_held", "Buckets owned elsewhere in which this node still has connections (their packets cost a socket lookup).", "group")
-	dBucketsHandover  = desc("shoal_multihost_buckets_handover", "Buckets owned here whose alive previous owner keeps its connections there (their non-SYN TCP packets cost a socket lookup).", "group")
+	dBucketsHandover  = desc("shoal_multihost_buckets_handover", "Buckets owned here whose alive previous owner keeps its connections there (their non-SYN TCP packets cost a socket lookup); falls as those owners confirm they hold none.", "group")
 	dXDP              = desc("shoal_xdp_packets_total", "Packets seen by the multi-hosted XDP program, by verdict.", "verdict")
 	dResponderReplies = desc("shoal_multihost_replies_total", "ARP / NDP answers sent by the multi-hosted responder.", "proto")
 	dResponderBad     = desc("shoal_multihost_malformed_total", "Malformed ARP / NDP frames dropped by the multi-hosted responder.", "proto")

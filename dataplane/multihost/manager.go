@@ -67,6 +67,10 @@ type GroupStatus struct {
 	// alive and keeps its connections there: their non-SYN TCP packets
 	// cost a socket lookup (docs/MULTIHOST.md, "Handover").
 	BucketsHandover int
+	// Table is the Digest of the table applied (0 = none known). While
+	// BucketsHeld is 0 this node holds no connection outside its share of
+	// that table, and cannot get one while the table stands.
+	Table uint64
 }
 
 // Manager serves multi-hosted groups. It is safe for concurrent use.
@@ -82,13 +86,15 @@ type Manager struct {
 	loIPs  map[netip.Addr]bool
 	closed bool
 	stop   chan struct{}
+	kick   chan struct{} // prune now (a table was applied)
 	done   chan struct{}
 }
 
 type served struct {
-	g     dataplane.MultiGroup
-	index int
-	owned int
+	g      dataplane.MultiGroup
+	index  int
+	owned  int
+	digest uint64 // g.Digest as applied; 0 after a failed application
 }
 
 // iface is the per-interface state: XDP attachment, saved sysctls,
@@ -140,10 +146,14 @@ func New(cfg Config) (*Manager, error) {
 		m.nl.Close()
 		return nil, fmt.Errorf("new multihost manager: %w", err)
 	}
-	m.stop, m.done = make(chan struct{}), make(chan struct{})
+	m.stop, m.done, m.kick = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	go m.pruneLoop()
 	return m, nil
 }
+
+// kickDelay is how long after a table is applied the held buckets are
+// checked.
+const kickDelay = 200 * time.Millisecond
 
 func (m *Manager) pruneLoop() {
 	defer close(m.done)
@@ -162,18 +172,26 @@ func (m *Manager) pruneLoop() {
 		case <-m.stop:
 			return
 		case <-t.C:
-			if err := m.Prune(); err != nil {
-				m.log.Warn().Err(err).Msg("prune held buckets")
+		case <-m.kick:
+			// A packet the program passed just before the table flip may
+			// not have reached TCP yet: give it time to make its socket.
+			select {
+			case <-m.stop:
+				return
+			case <-time.After(kickDelay):
 			}
+		}
+		if err := m.Prune(); err != nil {
+			m.log.Warn().Err(err).Msg("prune held buckets")
 		}
 	}
 }
 
 // Prune lets the XDP program forget buckets that moved away from this node
-// and in which it has no connection left (established, closing, time-wait
-// or half-open), so their packets are dropped without a socket lookup.
-// Buckets that still have one stay held: the connection keeps working on
-// this node until it ends. One socket dump serves every group, taken while
+// and in which it has no connection left (established, closing or
+// half-open; time-wait does not count), so their packets are dropped
+// without a socket lookup. Buckets that still have one stay held: the
+// connection keeps working on this node until it ends. One socket dump serves every group, taken while
 // no table can change.
 func (m *Manager) Prune() error {
 	m.mu.Lock()
@@ -202,7 +220,8 @@ func (m *Manager) Prune() error {
 	return errors.Join(errs...)
 }
 
-// tcpConns dumps this namespace's TCP sockets in every state (sock_diag).
+// tcpConns dumps this namespace's TCP sockets in every state but TIME-WAIT
+// (sock_diag).
 func (m *Manager) tcpConns() ([]bpf.Conn, error) {
 	var out []bpf.Conn
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
@@ -211,6 +230,12 @@ func (m *Manager) tcpConns() ([]bpf.Conn, error) {
 			return nil, fmt.Errorf("tcp socket dump: %w", err)
 		}
 		for _, sk := range socks {
+			if sk.State == unix.BPF_TCP_TIME_WAIT {
+				// Closed on both sides: nothing of it is lost when its
+				// bucket's packets go to the owner (a retransmitted FIN
+				// meets a reset there instead of a re-sent ACK).
+				continue
+			}
 			l, ok1 := netip.AddrFromSlice(sk.ID.Source)
 			r, ok2 := netip.AddrFromSlice(sk.ID.Destination)
 			if !ok1 || !ok2 {
@@ -362,8 +387,10 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 			Owners: g.Owners, Prev: g.Prev, PrevAlive: g.PrevAlive,
 			Ifindex: ifc.index, MAC: ifc.mac,
 		})
+		s.digest = g.Digest
 		if err != nil {
 			errs = append(errs, fmt.Errorf("group %q: %w", g.Name, err))
+			s.digest = 0
 		}
 		s.owned = 0
 		for _, o := range g.Owners {
@@ -406,6 +433,13 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 			}
 			delete(m.ifaces, name)
 		}
+	}
+	// Buckets that moved away are held until a socket dump shows they
+	// carry no connection: dump soon, so peers learn early that this node
+	// holds nothing outside its share.
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apply multi-hosted groups: %w", err)
@@ -689,7 +723,7 @@ func (m *Manager) Status() (Status, error) {
 	defer m.mu.Unlock()
 	var st Status
 	for _, s := range m.groups {
-		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned, BucketsHeld: m.objs.Held(s.index), BucketsHandover: m.objs.Handover(s.index)})
+		st.Groups = append(st.Groups, GroupStatus{Name: s.g.Name, Interface: s.g.Interface, IPs: slices.Clone(s.g.IPs), Index: s.index, BucketsOwned: s.owned, BucketsHeld: m.objs.Held(s.index), BucketsHandover: m.objs.Handover(s.index), Table: s.digest})
 	}
 	slices.SortFunc(st.Groups, func(a, b GroupStatus) int { return cmpString(a.Name, b.Name) })
 	for _, ifc := range m.ifaces {

@@ -235,6 +235,9 @@ func TestMultiHosted(t *testing.T) {
 	}
 	owners = cl.apply(t, abd, ab)
 	check(t, "D recovered", est)
+	if g := tableOf(t, cl.mgrs[0]); g.Table != ownersDigest(owners) || g.BucketsHeld == 0 {
+		t.Errorf("after D recovered: A reports table %x with %d buckets held elsewhere, want %x and some", g.Table, g.BucketsHeld, ownersDigest(owners))
+	}
 	fresh, shares := cl.open(t, 150, clientAddr(3), testVIP4, owners)
 	if shares["D"] == 0 {
 		t.Errorf("no new connection reached recovered D: %v", shares)
@@ -277,6 +280,15 @@ func TestMultiHosted(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+func tableOf(t *testing.T, m *Manager) GroupStatus {
+	t.Helper()
+	st, err := m.Status()
+	if err != nil || len(st.Groups) != 1 {
+		t.Fatalf("Status() = %+v, %v", st.Groups, err)
+	}
+	return st.Groups[0]
 }
 
 func heldBuckets(t *testing.T, m *Manager) int {

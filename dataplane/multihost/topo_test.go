@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"net"
 	"net/netip"
@@ -157,7 +158,15 @@ func multiGroup(self uint8, owners, prev []uint8, alive []bool) dataplane.MultiG
 		MAC:  MulticastMAC(testGroup),
 		Seed: testSeed, SelfSlot: self,
 		Owners: owners, Prev: prev, PrevAlive: aliveMask(alive),
+		Digest: ownersDigest(owners),
 	}
+}
+
+// ownersDigest stands in for the planner's table digest.
+func ownersDigest(owners []uint8) uint64 {
+	h := fnv.New64a()
+	h.Write(owners)
+	return h.Sum64()
 }
 
 // server is a TCP server in one node namespace: it answers every line with

@@ -194,18 +194,21 @@ func TestMultiHosted(t *testing.T) {
 	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)
 	kept := pingAll(t, "after the failback", append(early, outage...), harness.NodeName(dead))
 	t.Logf("long-lived connections held by the survivors after the failback: %v", kept)
-	// The returned node keeps its buckets in handover (the survivors are
-	// alive and may still hold connections there); the survivors have none.
-	for _, i := range all {
+	// The returned node keeps its buckets in handover while the survivors
+	// hold connections there; the survivors have none.
+	handover := func(i int) int {
 		st, err := c.StatusAPI(i)
 		must(t, err)
-		n := -1
 		for _, g := range st.Multihost.Groups {
 			if g.Name == "mh" {
-				n = g.BucketsHandover
+				return g.BucketsHandover
 			}
 		}
-		if (i == dead) != (n > 0) {
+		return -1
+	}
+	full := handover(dead)
+	for _, i := range all {
+		if n := handover(i); (i == dead) != (n > 0) {
 			t.Errorf("%s: %d buckets in handover, want some only on %s", harness.NodeName(i), n, harness.NodeName(dead))
 		}
 	}
@@ -213,6 +216,40 @@ func TestMultiHosted(t *testing.T) {
 	if got := pingAll(t, "opened after the failback", late); got[harness.NodeName(dead)] == 0 {
 		t.Errorf("no long-lived connection opened after the failback reached %s: %v", harness.NodeName(dead), got)
 	}
+
+	// The handover ends survivor by survivor: once a survivor has closed
+	// its connections in the buckets that went back, it says so (serf tag)
+	// and the returned node takes those buckets fully; the other
+	// survivor's connections there keep working until it closes them too.
+	closeOf := func(node int) {
+		for _, h := range outage {
+			if h.Server == harness.NodeName(node) {
+				_ = h.Close()
+			}
+		}
+	}
+	waitHandover := func(what string, ok func(n int) bool) {
+		t.Helper()
+		must(t, harness.Wait(deadline(t, 20*time.Second), what, func() (bool, error) {
+			return ok(handover(dead)), nil
+		}))
+	}
+	first, second := survivors[0], survivors[1]
+	closeOf(first)
+	waitHandover(fmt.Sprintf("%s's handover from %s over", harness.NodeName(dead), harness.NodeName(first)), func(n int) bool { return n > 0 && n < full })
+	var rest []*e2ekit.Held
+	for _, h := range outage {
+		if h.Server == harness.NodeName(second) {
+			rest = append(rest, h)
+		}
+	}
+	t.Logf("handover %d -> %d buckets; %s's outage connections still working: %v", full, handover(dead), harness.NodeName(second), pingAll(t, "after the first release", rest))
+	closeOf(second)
+	waitHandover(fmt.Sprintf("%s's handover over", harness.NodeName(dead)), func(n int) bool { return n == 0 })
+	pingAll(t, "after the handover", append(early, late...), harness.NodeName(dead))
+	before = accepted(c)
+	servers, failed = connectMany(t, c, ap, 600)
+	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)
 }
 
 // TestMultiHostedLinkFlap: a node's switch port goes down for a few seconds
