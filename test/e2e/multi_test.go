@@ -230,9 +230,11 @@ func TestMultiHosted(t *testing.T) {
 	}
 	waitHandover := func(what string, ok func(n int) bool) {
 		t.Helper()
+		start := time.Now()
 		must(t, harness.Wait(deadline(t, 20*time.Second), what, func() (bool, error) {
 			return ok(handover(dead)), nil
 		}))
+		t.Logf("%s %.1f s after the connections closed", what, time.Since(start).Seconds())
 	}
 	first, second := survivors[0], survivors[1]
 	closeOf(first)

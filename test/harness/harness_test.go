@@ -276,12 +276,20 @@ func TestTopology(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := n.Exec(n.Node(1), "ip", "netns", "identify", strconv.Itoa(p.Pid()))
-		if err != nil {
-			t.Fatal(err)
+		// The pid is `ip netns exec`'s until it has entered the namespace
+		// and exec'd argv: poll briefly.
+		var got string
+		for start := time.Now(); time.Since(start) < 2*time.Second; time.Sleep(10 * time.Millisecond) {
+			out, err := n.Exec(n.Node(1), "ip", "netns", "identify", strconv.Itoa(p.Pid()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got = strings.TrimSpace(string(out)); got == n.Node(1) {
+				break
+			}
 		}
-		if got := strings.TrimSpace(string(out)); got != n.Node(1) {
-			t.Errorf("namespace of pid %d = %q, want %q", p.Pid(), got, n.Node(1))
+		if got != n.Node(1) {
+			t.Errorf("namespace of pid %d = %q after 2 s, want %q", p.Pid(), got, n.Node(1))
 		}
 		if err := p.Stop(time.Second); err != nil {
 			t.Fatal(err)
