@@ -19,7 +19,8 @@ const echoPort = port + 1
 // runMulti is `make demo-multi`: one multi-hosted IP served by three nodes
 // at once. It shows the client's connections spread over the nodes, a
 // crash moving only the dead node's share, and the node's return, during
-// which the long-lived connections the survivors hold keep working.
+// which the long-lived connections the survivors hold keep working, and
+// the end of the handover once the survivors' connections there closed.
 func runMulti(bin string, keep bool, out io.Writer) (err error) {
 	vip := netip.MustParseAddr("192.0.2.20")
 	short := netip.AddrPortFrom(vip, port)
@@ -126,6 +127,41 @@ func runMulti(bin string, keep bool, out io.Writer) (err error) {
 		}
 	}
 	s.f("long-lived connections held by node0/node1 (before the crash and during the outage): %d of %d still echo, %d reset", ok, kept, kept-ok)
+
+	// The handover ends once the survivors hold nothing in the returned
+	// node's buckets: they say so when it asks (serf query).
+	handover := func() (int, error) {
+		st, err := c.StatusAPI(dead)
+		if err != nil {
+			return 0, err
+		}
+		for _, g := range st.Multihost.Groups {
+			if g.Name == "api" {
+				return g.BucketsHandover, nil
+			}
+		}
+		return 0, fmt.Errorf("%s serves no group api", harness.NodeName(dead))
+	}
+	n, err := handover()
+	if err != nil {
+		return err
+	}
+	s.f("%s leaves %d of its buckets' non-SYN packets to their previous owners (handover) while they may hold connections there", harness.NodeName(dead), n)
+	closeAll(outage)
+	closed := time.Now()
+	s.f("client: closed the %d connections opened during the outage", len(outage))
+	hctx, hcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer hcancel()
+	if err := harness.Wait(hctx, "end of the handover", func() (bool, error) {
+		n, err := handover()
+		return err == nil && n == 0, nil
+	}); err != nil {
+		return err
+	}
+	s.f("%s's handover ended %v later: node0 and node1 confirmed they hold nothing in its buckets", harness.NodeName(dead), ms(time.Since(closed)))
+	if ok2, _ := pingAll(early, harness.NodeName(dead)); ok2 != len(early)-countBy(early)[harness.NodeName(dead)] {
+		return fmt.Errorf("after the handover: %d of %d long-lived connections from before the crash still echo", ok2, len(early)-countBy(early)[harness.NodeName(dead)])
+	}
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "Summary: %d of %d new connections failed; after %s's return %d of %d long-lived connections held by the survivors still worked.\n", failures, attempts, harness.NodeName(dead), ok, kept)
 	if ok != kept {
