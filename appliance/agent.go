@@ -216,6 +216,11 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 			a.gossip.Close()
 			return nil, fmt.Errorf("multi-hosted dataplane: %w", err)
 		}
+		// Attach before the first heartbeat: peers give a returning node
+		// its buckets as soon as they hear it (multihost.Manager.Prepare).
+		if err := a.mh.Prepare(multiIfaces(cfg, ac.Node)); err != nil {
+			log.Warn().Err(err).Msg("multi-hosted interfaces not ready; the first apply retries")
+		}
 	}
 	dpOpts := dataplane.Options{StateDir: filepath.Join(ac.DataDir, "dataplane"), Logger: log, DetectConflicts: true}
 	if a.mh != nil {
@@ -288,6 +293,19 @@ func hasMulti(cfg *config.Cluster, node string) bool {
 		}
 	}
 	return false
+}
+
+// multiIfaces returns the interfaces of the multi-hosted groups node is a
+// member of, sorted, without duplicates.
+func multiIfaces(cfg *config.Cluster, node string) []string {
+	var out []string
+	for _, g := range cfg.Groups {
+		if g.Mode == config.ModeMulti && slices.Contains(g.Members, node) && !slices.Contains(out, g.Interface) {
+			out = append(out, g.Interface)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func gossipMembers(cfg *config.Cluster) []gossip.Member {

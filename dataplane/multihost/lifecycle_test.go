@@ -151,3 +151,47 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("after Close, eth0 still joins the multicast MAC:\n%s", maddr)
 	}
 }
+
+// TestPrepare: Prepare attaches the program and answers nothing before any
+// Apply (what an agent does before its first heartbeat); an Apply that
+// serves no group on the interface releases it; a missing interface is an
+// error naming it.
+func TestPrepare(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, 1)
+	node := tp.nodes[0]
+	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Prepare([]string{"eth0"}); err != nil {
+		t.Fatalf("Prepare(eth0) = %v", err)
+	}
+	if link := out(t, "ip", "-n", node, "link", "show", "dev", "eth0"); !strings.Contains(link, "xdpgeneric") {
+		t.Errorf("after Prepare, eth0 has no generic XDP program:\n%s", link)
+	}
+	if lo := out(t, "ip", "-n", node, "addr", "show", "dev", "lo"); strings.Contains(lo, "lo:shoal") {
+		t.Errorf("Prepare raised an address:\n%s", lo)
+	}
+	if st, err := m.Status(); err != nil || len(st.Groups) != 0 {
+		t.Errorf("Status() after Prepare = %+v, %v; want no group", st, err)
+	}
+	// The first Apply uses the prepared interface.
+	g := multiGroup(0, permOwners([]bool{true, true}), nil, []bool{true, true})
+	if err := m.Apply([]dataplane.MultiGroup{g}); err != nil {
+		t.Fatalf("Apply() = %v", err)
+	}
+	if st, err := m.Status(); err != nil || len(st.Groups) != 1 || st.Groups[0].Table != g.Digest {
+		t.Errorf("Status() after Apply = %+v, %v; want the group's table", st, err)
+	}
+	if err := m.Apply(nil); err != nil {
+		t.Fatalf("Apply(nil) = %v", err)
+	}
+	if link := out(t, "ip", "-n", node, "link", "show", "dev", "eth0"); strings.Contains(link, "xdp") {
+		t.Errorf("after Apply(nil), eth0 still has an XDP program:\n%s", link)
+	}
+	if err := m.Prepare([]string{"nosuch0"}); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+		t.Errorf("Prepare(nosuch0) = %v, want an error naming it", err)
+	}
+}

@@ -85,6 +85,7 @@ type Manager struct {
 	groups map[string]*served
 	loIPs  map[netip.Addr]bool
 	closed bool
+	gen    uint64 // counts Applies (Prune retries its dump across one)
 	stop   chan struct{}
 	kick   chan struct{} // prune now (a table was applied)
 	done   chan struct{}
@@ -191,33 +192,40 @@ func (m *Manager) pruneLoop() {
 // and in which it has no connection left (established, closing or
 // half-open; time-wait does not count), so their packets are dropped
 // without a socket lookup. Buckets that still have one stay held: the
-// connection keeps working on this node until it ends. One socket dump serves every group, taken while
-// no table can change.
+// connection keeps working on this node until it ends.
+//
+// The socket dump (which takes long on a busy server) runs without the
+// lock, so it never delays an Apply; if a table changed during the dump,
+// the dump is taken again. Buckets that were not ours at dump time cannot
+// have gained a connection since (their SYNs are dropped), and a bucket
+// that moved away during the dump makes the tables change.
 func (m *Manager) Prune() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil
-	}
-	var (
-		dump    []bpf.Conn
-		dumpErr error
-		dumped  bool
-	)
-	conns := func() ([]bpf.Conn, error) {
-		if !dumped {
-			dump, dumpErr = m.tcpConns()
-			dumped = true
+	for range 3 {
+		m.mu.Lock()
+		closed, gen, held := m.closed, m.gen, 0
+		for _, s := range m.groups {
+			held += m.objs.Held(s.index)
 		}
-		return dump, dumpErr
-	}
-	var errs []error
-	for _, s := range m.groups {
-		if _, err := m.objs.Prune(s.index, conns); err != nil {
-			errs = append(errs, fmt.Errorf("group %q: %w", s.g.Name, err))
+		m.mu.Unlock()
+		if closed || held == 0 {
+			return nil // nothing to forget: no dump
 		}
+		dump, dumpErr := m.tcpConns()
+		m.mu.Lock()
+		if m.gen != gen {
+			m.mu.Unlock()
+			continue
+		}
+		var errs []error
+		for _, s := range m.groups {
+			if _, err := m.objs.Prune(s.index, func() ([]bpf.Conn, error) { return dump, dumpErr }); err != nil {
+				errs = append(errs, fmt.Errorf("group %q: %w", s.g.Name, err))
+			}
+		}
+		m.mu.Unlock()
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	return nil // tables keep changing: the Apply that changed them kicked another prune
 }
 
 // tcpConns dumps this namespace's TCP sockets in every state but TIME-WAIT
@@ -329,6 +337,7 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 	if err := validate(groups); err != nil {
 		return fmt.Errorf("apply multi-hosted groups: %w", err)
 	}
+	m.gen++
 	var errs []error
 	// Interfaces first; a group whose interface fails is skipped.
 	ok := map[string]bool{}
@@ -387,6 +396,7 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 			Owners: g.Owners, Prev: g.Prev, PrevAlive: g.PrevAlive,
 			Ifindex: ifc.index, MAC: ifc.mac,
 		})
+		was := s.digest
 		s.digest = g.Digest
 		if err != nil {
 			errs = append(errs, fmt.Errorf("group %q: %w", g.Name, err))
@@ -397,6 +407,10 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 			if o == g.SelfSlot {
 				s.owned++
 			}
+		}
+		if err == nil && was != s.digest {
+			m.log.Info().Str("group", g.Name).Str("table", fmt.Sprintf("%012x", s.digest&(1<<48-1))).
+				Int("buckets_owned", s.owned).Msg("multi-hosted table applied")
 		}
 	}
 	// Groups gone (or whose interface failed): stop answering, clear.
@@ -445,6 +459,27 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 		return fmt.Errorf("apply multi-hosted groups: %w", err)
 	}
 	return nil
+}
+
+// Prepare sets up interfaces ahead of the first Apply: it removes a stale
+// XDP program left by an earlier run, attaches ours with no group (every
+// packet passes untouched) and opens the responders and membership sockets,
+// answering nothing yet. An agent calls it before it announces itself, so
+// that its first Apply after peers see it only writes tables and addresses:
+// peers hand a returning node its buckets as soon as they hear it, and new
+// connections there go unanswered until that Apply is done. Interfaces
+// that no Apply uses are released by the next Apply.
+func (m *Manager) Prepare(ifaces []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("prepare multi-hosted interfaces: manager closed")
+	}
+	var errs []error
+	for _, name := range ifaces {
+		errs = append(errs, m.ensureIface(name))
+	}
+	return errors.Join(errs...)
 }
 
 func freeIndex(used map[int]bool) int {
@@ -612,7 +647,7 @@ func (m *Manager) ensureIface(name string) error {
 		return fmt.Errorf("set up interface %s: %w", name, err)
 	}
 	m.ifaces[name] = ifc
-	m.log.Info().Str("interface", name).Stringer("mode", m.cfg.Mode).Msg("serving multi-hosted groups")
+	m.log.Info().Str("interface", name).Stringer("mode", m.cfg.Mode).Msg("xdp program attached")
 	return nil
 }
 

@@ -181,6 +181,7 @@ type responder struct {
 	ans     answers
 	joined  map[string]bool
 	done    chan struct{}
+	closing atomic.Bool // close called: a read error is the end, not news
 	replies atomic.Uint64
 	bad     atomic.Uint64
 }
@@ -263,7 +264,7 @@ func (r *responder) loop() {
 	for {
 		n, _, err := r.conn.ReadFrom(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || r.closing.Load() {
 				return
 			}
 			r.log.Warn().Err(err).Str("proto", r.kind).Msg("read")
@@ -290,6 +291,7 @@ func (r *responder) loop() {
 }
 
 func (r *responder) close() error {
+	r.closing.Store(true)
 	err := r.conn.Close()
 	<-r.done
 	return err

@@ -107,7 +107,9 @@ func pingAll(t *testing.T, step string, held []*e2ekit.Held, skip ...string) map
 }
 
 // waitShares waits until every node of nodes reports group mh with a
-// share for each member of want and none for the others.
+// share for each member of want and none for the others, and runs that
+// table in its XDP program (the same table digest everywhere, buckets
+// owned exactly by the members of want).
 func waitShares(t *testing.T, c *e2ekit.Cluster, nodes, want []int) {
 	t.Helper()
 	must(t, harness.Wait(deadline(t, wait), fmt.Sprintf("tables of %v shared by %v", e2ekit.Names(nodes), e2ekit.Names(want)), func() (bool, error) {
@@ -115,6 +117,7 @@ func waitShares(t *testing.T, c *e2ekit.Cluster, nodes, want []int) {
 		if err != nil {
 			return false, err
 		}
+		var table uint64
 		for i, st := range sts {
 			g := st.Group("mh")
 			if g == nil {
@@ -124,6 +127,18 @@ func waitShares(t *testing.T, c *e2ekit.Cluster, nodes, want []int) {
 				if (g.Shares[harness.NodeName(m)] > 0) != slices.Contains(want, m) {
 					return false, nil
 				}
+			}
+			// The plan is not the kernel: wait until the node's XDP
+			// program runs the table (the same one everywhere).
+			applied := false
+			for _, mg := range st.Multihost.Groups {
+				if mg.Name == "mh" && mg.Table != 0 && (table == 0 || mg.Table == table) &&
+					(mg.BucketsOwned > 0) == slices.Contains(want, i) {
+					table, applied = mg.Table, true
+				}
+			}
+			if !applied {
+				return false, nil
 			}
 		}
 		return true, nil
@@ -184,11 +199,44 @@ func TestMultiHosted(t *testing.T) {
 	outage := holdMany(t, c, echo, 60)
 	t.Logf("long-lived connections opened during the outage: %v", pingAll(t, "during the outage", outage))
 
-	// node1 comes back: port up, agent restarted.
+	// node1 comes back: port up, agent restarted. New connections keep
+	// coming meanwhile. The survivors give node1 its buckets when they
+	// hear it and node1 takes them at once (its XDP program is attached
+	// before its first heartbeat): no bucket has two owners, so no
+	// connection is reset; a SYN that arrives in the gap between is lost
+	// (a client resends it after 1 s).
+	across, err := c.Net.StartProbe(harness.ProbeOptions{Target: ap, Interval: 5 * time.Millisecond, Duration: time.Minute, ReadServer: true})
+	must(t, err)
 	must(t, c.Net.RestorePort(dead))
 	must(t, c.StartAgent(dead))
 	must(t, c.WaitView(deadline(t, wait), all, all))
 	waitShares(t, c, all, all)
+	back := across.Stop()
+	var lost []harness.Attempt
+	for _, a := range back.Attempts {
+		switch {
+		case a.OK:
+		case strings.Contains(a.Err, "timeout"):
+			lost = append(lost, a)
+		default:
+			t.Errorf("while %s came back: a new connection failed other than by a lost SYN: %+v", harness.NodeName(dead), a)
+		}
+	}
+	gap := time.Duration(0)
+	if len(lost) > 0 {
+		first, last := lost[0].Start, lost[0].Start
+		for _, a := range lost {
+			if a.Start.Before(first) {
+				first = a.Start
+			}
+			if a.Start.After(last) {
+				last = a.Start
+			}
+		}
+		gap = last.Sub(first)
+	}
+	t.Logf("while %s came back: %d of %d new connections lost their SYN, over %v; answers %v",
+		harness.NodeName(dead), len(lost), len(back.Attempts), gap.Round(time.Millisecond), back.Servers())
 	before = accepted(c)
 	servers, failed = connectMany(t, c, ap, 600)
 	checkSpread(t, c, servers, failed, before, all, 0.20, 0.47)

@@ -250,10 +250,11 @@ func (c *Cluster) Logs(i int) string {
 	return string(b)
 }
 
-// DumpLogs writes the last max bytes of every agent log to w.
+// DumpLogs writes the last max bytes of every agent log, compacted
+// (shoalrun.Compact), to w.
 func (c *Cluster) DumpLogs(w io.Writer, max int) {
 	for _, i := range c.opts.Shoal.Nodes {
-		fmt.Fprintf(w, "----- %s agent log (%s) -----\n%s\n", harness.NodeName(i), c.LogPath(i), shoalrun.Tail(c.Logs(i), max))
+		fmt.Fprintf(w, "----- %s agent log (%s), compacted -----\n%s\n", harness.NodeName(i), c.LogPath(i), shoalrun.Tail(shoalrun.Compact(c.Logs(i)), max))
 	}
 }
 

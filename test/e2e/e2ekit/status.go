@@ -45,6 +45,7 @@ type Status struct {
 			BucketsOwned    int
 			BucketsHeld     int
 			BucketsHandover int
+			Table           uint64 // digest of the table applied (0 = none)
 		}
 	} `json:"multihost"`
 }
