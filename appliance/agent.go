@@ -273,13 +273,11 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 }
 
 func xdpMode(ac *config.Agent) bpf.Mode {
-	switch os.Getenv("SHOAL_XDP_MODE") {
-	case "generic":
-		return bpf.ModeGeneric
-	case "native":
-		return bpf.ModeNative
+	m, err := bpf.ParseMode(ac.XDPMode)
+	if err != nil {
+		return bpf.ModeAuto // validated when the agent file was loaded
 	}
-	return bpf.ModeAuto
+	return m
 }
 
 func hasMulti(cfg *config.Cluster, node string) bool {
@@ -869,7 +867,7 @@ func (a *agent) status() Status {
 	st.Dataplane = a.dp.Status()
 	if a.mh != nil {
 		if ms, err := a.mh.Status(); err == nil {
-			st.Multihost = ms
+			st.Multihost = &ms
 		}
 	}
 	st.Heartbeats = a.gossip.Stats()

@@ -1,24 +1,28 @@
 package appliance
 
-import "time"
+import (
+	"time"
+
+	"github.com/shoal-project/shoal/dataplane/multihost"
+)
 
 // Status is the answer of the admin API's /v1/status: this node's view of
 // the cluster. Field names are part of the documented API (docs/API.md).
 type Status struct {
-	Node          string         `json:"node"`
-	Cluster       string         `json:"cluster"`
-	Version       string         `json:"version"`
-	Configured    bool           `json:"configured"`
-	Health        HealthStatus   `json:"health"`
-	View          ViewStatus     `json:"view"`
-	ConfigVersion uint64         `json:"config_version"`
-	ConfigHash    string         `json:"config_hash"`
-	Members       []MemberStatus `json:"members"`
-	Groups        []GroupStatus  `json:"groups"`
-	Dataplane     any            `json:"dataplane,omitempty"`
-	Multihost     any            `json:"multihost,omitempty"` // multihost.Status: XDP counters, responder counters, buckets owned
-	Heartbeats    any            `json:"heartbeats,omitempty"`
-	Goroutines    int            `json:"goroutines"` // the agent's goroutines now (leak checks)
+	Node          string            `json:"node"`
+	Cluster       string            `json:"cluster"`
+	Version       string            `json:"version"`
+	Configured    bool              `json:"configured"`
+	Health        HealthStatus      `json:"health"`
+	View          ViewStatus        `json:"view"`
+	ConfigVersion uint64            `json:"config_version"`
+	ConfigHash    string            `json:"config_hash"`
+	Members       []MemberStatus    `json:"members"`
+	Groups        []GroupStatus     `json:"groups"`
+	Dataplane     any               `json:"dataplane,omitempty"`
+	Multihost     *multihost.Status `json:"multihost,omitempty"` // XDP attachment, counters, responder counters, buckets owned
+	Heartbeats    any               `json:"heartbeats,omitempty"`
+	Goroutines    int               `json:"goroutines"` // the agent's goroutines now (leak checks)
 }
 
 // HealthStatus is this node's own self-test verdict.

@@ -69,7 +69,7 @@ func mergeEnv(base, add []string) []string {
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		// SHOAL_* and SERF_* belong to the event: never pass the agent's
-		// own (e.g. SHOAL_XDP_MODE) through, so a script sees exactly the
+		// own through, so a script sees exactly the
 		// documented contract.
 		if strings.HasPrefix(k, "SHOAL_") || strings.HasPrefix(k, "SERF_") {
 			continue

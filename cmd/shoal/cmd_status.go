@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-project/shoal/appliance"
+	"github.com/shoal-project/shoal/dataplane/multihost"
 )
 
 func init() {
@@ -162,4 +163,37 @@ func printStatus(w io.Writer, st *appliance.Status) {
 		}
 	}
 	tw.Flush()
+	if st.Multihost != nil {
+		printMultihost(w, st.Multihost)
+	}
+}
+
+// printMultihost prints the multi-hosted data plane as the kernel runs it:
+// where the XDP program is attached and how, each group's applied table,
+// and the program's and responders' counters.
+func printMultihost(w io.Writer, mh *multihost.Status) {
+	fmt.Fprintln(w)
+	var ifs []string
+	for _, i := range mh.Interfaces {
+		ifs = append(ifs, i.Name+" ("+i.Mode+")")
+	}
+	if len(ifs) == 0 {
+		ifs = []string{"none"}
+	}
+	fmt.Fprintf(w, "Multi-hosted data plane: XDP on %s\n", strings.Join(ifs, ", "))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tINTERFACE\tBUCKETS OWNED\tHELD (OWNED ELSEWHERE)\tIN HANDOVER\tTABLE")
+	for _, g := range mh.Groups {
+		table := "(failed)"
+		if g.Table != 0 {
+			table = appliance.TableDigestHex(g.Table)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", g.Name, g.Interface, g.BucketsOwned, g.BucketsHeld, g.BucketsHandover, table)
+	}
+	tw.Flush()
+	c := mh.Counters
+	fmt.Fprintf(w, "Packets: %d passed (owner), %d passed (socket), %d dropped (not owner), %d dropped (handover), %d parse errors, %d ICMP steered, %d fragments\n",
+		c.PassedOwner, c.PassedSocket, c.DroppedNotOwner, c.DroppedHandover, c.ParseErrors, c.ICMPSteered, c.Fragments)
+	fmt.Fprintf(w, "Responders: %d ARP and %d NDP replies, %d ARP and %d NDP malformed frames dropped\n",
+		mh.ARPReplies, mh.NDPReplies, mh.MalformedARP, mh.MalformedNDP)
 }

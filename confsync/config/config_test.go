@@ -388,7 +388,7 @@ func TestLoadAgent(t *testing.T) {
 		File: "../../examples/agent-a.toml", Node: "a", ClusterConfig: filepath.Join(dir, "cluster.toml"),
 		DataDir: "/var/lib/shoal-demo/a", KeyFile: filepath.Join(dir, "keys/a.key"), SecretFile: filepath.Join(dir, "cluster.secret"),
 		Bind: netip.MustParseAddr("10.99.0.1"), HeartbeatInterface: "eth0", Socket: "/run/shoal-demo/a.sock",
-		LogLevel: "info", LogFormat: "console",
+		LogLevel: "info", LogFormat: "console", XDPMode: "auto",
 	}
 	if diff := cmp.Diff(want, got, cmpAddr); diff != "" {
 		t.Errorf("LoadAgent (-want +got):\n%s", diff)
@@ -413,7 +413,8 @@ func TestLoadAgent(t *testing.T) {
 	if diff := cmp.Diff([]string{`agent.toml:4: key "key": unknown key`}, errStrings(err)); diff != "" {
 		t.Errorf("ParseAgent unknown key (-want +got):\n%s", diff)
 	}
-	_, err = ParseAgent("agent.toml", []byte("node = \"a\"\nlog_level = \"loud\"\nbind = \"x\"\n"), "/etc/shoal")
+	_, err = ParseAgent("agent.toml", []byte("node = \"a\"\nlog_level = \"loud\"\nbind = \"x\"\nxdp_mode = \"fast\"\n"), "/etc/shoal")
+	want2 = append(want2, `agent.toml:4: key "xdp_mode": "fast" is not one of auto, native, generic`)
 	if diff := cmp.Diff(want2, errStrings(err)); diff != "" {
 		t.Errorf("ParseAgent (-want +got):\n%s", diff)
 	}
@@ -421,7 +422,7 @@ func TestLoadAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.KeyFile != "/etc/shoal/node.key" || d.DataDir != "/var/lib/shoal" || d.ClusterConfig != "/etc/shoal/cluster.toml" {
+	if d.KeyFile != "/etc/shoal/node.key" || d.DataDir != "/var/lib/shoal" || d.ClusterConfig != "/etc/shoal/cluster.toml" || d.XDPMode != "auto" {
 		t.Errorf("agent defaults: %+v", d)
 	}
 }

@@ -116,4 +116,5 @@ type rawAgent struct {
 	LogFormat          string `toml:"log_format"`
 	AdminListen        string `toml:"admin_listen"`
 	MetricsListen      string `toml:"metrics_listen"`
+	XDPMode            string `toml:"xdp_mode"`
 }

@@ -362,12 +362,17 @@ type Agent struct {
 	// MetricsListen is a plain-HTTP, unauthenticated /metrics host:port.
 	// Empty (default) = off.
 	MetricsListen string
+	// XDPMode is how multi-hosted groups attach the XDP program: "auto"
+	// (default: native when the driver supports it, else generic),
+	// "native" or "generic" (veth needs generic; docs/MULTIHOST.md).
+	XDPMode string
 }
 
 // DefaultAgent returns the agent defaults (Node is empty and must be set).
 func DefaultAgent() Agent {
 	return Agent{
 		ClusterConfig: "cluster.toml",
+		XDPMode:       "auto",
 		DataDir:       "/var/lib/shoal",
 		KeyFile:       "node.key",
 		SecretFile:    "cluster.secret",

@@ -526,6 +526,7 @@ func convertAgent(e *errs, r *rawAgent, dir string) *Agent {
 	}
 	a.LogLevel = e.oneOf(w, "log_level", r.LogLevel, a.LogLevel, "debug", "info", "warn", "error")
 	a.LogFormat = e.oneOf(w, "log_format", r.LogFormat, a.LogFormat, "console", "json")
+	a.XDPMode = e.oneOf(w, "xdp_mode", r.XDPMode, a.XDPMode, "auto", "native", "generic")
 	for _, kv := range [][2]string{{"admin_listen", r.AdminListen}, {"metrics_listen", r.MetricsListen}} {
 		key, v := kv[0], kv[1]
 		if v == "" {

@@ -43,12 +43,21 @@ const DefaultPruneInterval = 5 * time.Second
 
 // Status is what a Manager currently serves.
 type Status struct {
-	Groups   []GroupStatus
-	Counters bpf.Counters // XDP program counters, all groups
+	Groups     []GroupStatus
+	Interfaces []InterfaceStatus
+	Counters   bpf.Counters // XDP program counters, all groups
 	// ARPReplies / NDPReplies count answers sent; MalformedARP /
 	// MalformedNDP count frames dropped as malformed.
 	ARPReplies, NDPReplies     uint64
 	MalformedARP, MalformedNDP uint64
+}
+
+// InterfaceStatus is one interface carrying the XDP program.
+type InterfaceStatus struct {
+	Name string
+	// Mode is how the program is attached as the kernel reports it
+	// ("native", "generic", "offload"; with mode auto, the kernel's pick).
+	Mode string
 }
 
 // GroupStatus is one served group.
@@ -105,6 +114,7 @@ type iface struct {
 	index   int
 	mac     net.HardwareAddr
 	xdp     bpf.Detacher
+	mode    string            // attach mode the kernel reports
 	sysctls map[string]string // path -> value before we changed it
 	arp     *responder
 	ndp     *responder
@@ -626,6 +636,7 @@ func (m *Manager) ensureIface(name string) error {
 		if ifc.xdp, err = m.objs.Attach(ni.Index, m.cfg.Mode); err != nil {
 			return err
 		}
+		ifc.mode = m.attachMode(name)
 		if ifc.arp, err = newResponder("arp", ni, m.log.With().Str("interface", name).Logger()); err != nil {
 			return fmt.Errorf("arp responder: %w", err)
 		}
@@ -647,8 +658,26 @@ func (m *Manager) ensureIface(name string) error {
 		return fmt.Errorf("set up interface %s: %w", name, err)
 	}
 	m.ifaces[name] = ifc
-	m.log.Info().Str("interface", name).Stringer("mode", m.cfg.Mode).Msg("xdp program attached")
+	m.log.Info().Str("interface", name).Stringer("mode", m.cfg.Mode).Str("attached", ifc.mode).Msg("xdp program attached")
 	return nil
+}
+
+// attachMode returns how the kernel reports the interface's XDP program
+// attached ("native", "generic", "offload"; "unknown" if it cannot tell).
+func (m *Manager) attachMode(name string) string {
+	l, err := m.nl.LinkByName(name)
+	if err != nil || l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
+		return "unknown"
+	}
+	switch l.Attrs().Xdp.AttachMode {
+	case 1: // XDP_ATTACHED_DRV
+		return "native"
+	case 2: // XDP_ATTACHED_SKB
+		return "generic"
+	case 3: // XDP_ATTACHED_HW
+		return "offload"
+	}
+	return "unknown"
 }
 
 // detachStale removes an XDP program named like ours left on the
@@ -762,11 +791,13 @@ func (m *Manager) Status() (Status, error) {
 	}
 	slices.SortFunc(st.Groups, func(a, b GroupStatus) int { return cmpString(a.Name, b.Name) })
 	for _, ifc := range m.ifaces {
+		st.Interfaces = append(st.Interfaces, InterfaceStatus{Name: ifc.name, Mode: ifc.mode})
 		st.ARPReplies += ifc.arp.replies.Load()
 		st.MalformedARP += ifc.arp.bad.Load()
 		st.NDPReplies += ifc.ndp.replies.Load()
 		st.MalformedNDP += ifc.ndp.bad.Load()
 	}
+	slices.SortFunc(st.Interfaces, func(a, b InterfaceStatus) int { return cmpString(a.Name, b.Name) })
 	if m.closed {
 		return st, nil
 	}

@@ -178,7 +178,7 @@ func Execute(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	sopts := shoalrun.Options{Binary: opts.Binary, ClusterName: "chaos", Nodes: all, Groups: Groups(opts.Nodes),
 		HeartbeatInterval: opts.Interval.String()}
-	r.agents, err = NewAgents(r.net, sopts, []string{"SHOAL_XDP_MODE=generic"})
+	r.agents, err = NewAgents(r.net, sopts, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}

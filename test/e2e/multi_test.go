@@ -3,7 +3,9 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -255,6 +257,12 @@ func TestMultiHosted(t *testing.T) {
 		return -1
 	}
 	full := handover(dead)
+	// The operator sees the same in `shoal status`.
+	txt, err := c.StatusText(deadline(t, wait), dead)
+	must(t, err)
+	if !strings.Contains(txt, "Multi-hosted data plane: XDP on eth0 (generic)") || !regexp.MustCompile(`(?m)^mh\s+eth0\s+\d+\s+\d+\s+`+strconv.Itoa(full)+`\s+[0-9a-f]{12}$`).MatchString(txt) {
+		t.Errorf("shoal status on %s does not show the XDP attachment and %d buckets in handover:\n%s", harness.NodeName(dead), full, txt)
+	}
 	for _, i := range all {
 		if n := handover(i); (i == dead) != (n > 0) {
 			t.Errorf("%s: %d buckets in handover, want some only on %s", harness.NodeName(i), n, harness.NodeName(dead))

@@ -88,7 +88,7 @@ func newRigWith(t *testing.T, extraTOML string, edit func(*chaos.Agents) error) 
 		{Name: "web", Mode: "single", IPs: []netip.Addr{singleIP}},
 		{Name: "mh", Mode: "multi", IPs: []netip.Addr{multi4, multi6}},
 	}, ExtraTOML: extraTOML}
-	a, err := chaos.NewAgents(n, sopts, []string{"SHOAL_XDP_MODE=generic"})
+	a, err := chaos.NewAgents(n, sopts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func newRig(t *testing.T) *rig {
 		{Name: "web", Mode: "single", IPs: singleIPs, Members: all},
 		{Name: "mh", Mode: "multi", IPs: []netip.Addr{multiIP}, Members: all},
 	}}
-	a, err := chaos.NewAgents(n, sopts, []string{"SHOAL_XDP_MODE=generic"})
+	a, err := chaos.NewAgents(n, sopts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

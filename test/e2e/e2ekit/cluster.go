@@ -39,8 +39,8 @@ type Options struct {
 	// EchoPort, when non-zero, starts a harness echo server (long-lived
 	// connections, harness.ServeEchoIn) on every node on that port.
 	EchoPort int
-	// Env is added to the agents' environment. SHOAL_XDP_MODE=generic is
-	// always added (multi-hosted groups on veth need generic XDP).
+	// Env is added to the agents' environment (the agent files set
+	// xdp_mode = "generic": multi-hosted groups on veth need it).
 	Env []string
 	// ConsoleLogs keeps the agents' human log format; by default the agent
 	// files are switched to JSON logs, which ViewChanges parses.
@@ -170,8 +170,7 @@ func (c *Cluster) StartAgent(i int) error {
 	if !ok {
 		return fmt.Errorf("start agent on %s: not a member", harness.NodeName(i))
 	}
-	env := append([]string{"SHOAL_XDP_MODE=generic"}, c.opts.Env...)
-	p, err := c.Net.Start(i, "shoal-"+harness.NodeName(i), []string{c.opts.Binary, "agent", "--config", agentFile}, env)
+	p, err := c.Net.Start(i, "shoal-"+harness.NodeName(i), []string{c.opts.Binary, "agent", "--config", agentFile}, c.opts.Env)
 	if err != nil {
 		return err
 	}

@@ -270,6 +270,9 @@ func renderAgent(n Topology, opts Options, node int, f *Files, keyFile string) s
 	fmt.Fprintf(&b, "socket = %s\n", q(f.Sockets[node]))
 	fmt.Fprintf(&b, "log_level = %s\n", q(opts.LogLevel))
 	b.WriteString("log_format = \"console\"\n")
+	// Test topologies are veth: native XDP there leaves frames multicast
+	// and TCP drops them (docs/MULTIHOST.md, "Modes").
+	b.WriteString("xdp_mode = \"generic\"\n")
 	return b.String()
 }
 
