@@ -71,6 +71,7 @@ var (
 	dIPsHeld          = desc("shoal_traffic_ips_held", "Single-hosted traffic IPs held on this node, by group.", "group")
 	dIPsOwned         = desc("shoal_traffic_ips", "Single-hosted traffic IPs of the group, by owner as this node computes it (owner \"\" = none).", "group", "owner")
 	dShares           = desc("shoal_multihost_share_buckets", "Buckets of a multi-hosted group allocated to each member, as this node computes it.", "group", "member")
+	dXDPAttached      = desc("shoal_multihost_xdp_attached", "1 for each interface carrying the XDP program, labelled with the attach mode the kernel reports (native, generic, offload).", "interface", "mode")
 	dBucketsOwned     = desc("shoal_multihost_buckets_owned", "Buckets of a multi-hosted group this node's XDP program serves.", "group")
 	dBucketsHeld      = desc("shoal_multihost_buckets_held", "Buckets owned elsewhere in which this node still has connections (their packets cost a socket lookup).", "group")
 	dBucketsHandover  = desc("shoal_multihost_buckets_handover", "Buckets owned here whose alive previous owner keeps its connections there (their non-SYN TCP packets cost a socket lookup); falls as those owners confirm they hold none.", "group")
@@ -93,7 +94,7 @@ var (
 
 	allDescs = []*prometheus.Desc{dBuildInfo, dHeartbeatsSent, dPacketsSent, dSendErrors, dPacketsReceived,
 		dPacketsAccepted, dPacketsStale, dPacketsBacklog, dPacketsRejected, dSuspicions, dViewChanges, dViewEpoch, dMembers, dMembersUp, dMemberUp,
-		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dBucketsHeld, dBucketsHandover, dXDP,
+		dMemberHealthy, dMemberConfig, dHealthOK, dConfigVersion, dIPsHeld, dIPsOwned, dShares, dBucketsOwned, dBucketsHeld, dBucketsHandover, dXDP, dXDPAttached,
 		dResponderReplies, dResponderBad, dAnnouncements, dAnnounceErrors, dRestored, dConflicts, dConverged,
 		dEventsPublished, dEventsDropped, dActionRuns, dActionFailures, dActionTimeouts, dActionDropped,
 		dActionsRunning, dStatusError}
@@ -163,6 +164,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dResponderReplies, mh.NDPReplies, "ndp")
 		counter(ch, dResponderBad, mh.MalformedARP, "arp")
 		counter(ch, dResponderBad, mh.MalformedNDP, "ndp")
+		for _, i := range mh.Interfaces {
+			gauge(ch, dXDPAttached, 1, i.Name, i.Mode)
+		}
 		for _, gr := range mh.Groups {
 			gauge(ch, dBucketsOwned, float64(gr.BucketsOwned), gr.Name)
 			gauge(ch, dBucketsHeld, float64(gr.BucketsHeld), gr.Name)

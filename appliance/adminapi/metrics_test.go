@@ -36,6 +36,7 @@ func TestMetricsExposition(t *testing.T) {
 			Multihost: &multihost.Status{
 				Counters:   bpf.Counters{PassedOwner: 100, PassedSocket: 4, DroppedNotOwner: 200, ParseErrors: 1},
 				Groups:     []multihost.GroupStatus{{Name: "mh", BucketsOwned: 128}},
+				Interfaces: []multihost.InterfaceStatus{{Name: "eth0", Mode: "native"}},
 				ARPReplies: 6,
 			},
 		},
@@ -78,6 +79,7 @@ func TestMetricsExposition(t *testing.T) {
 		`shoal_multihost_share_buckets{group="mh",member="a"} 128`,
 		`shoal_multihost_share_buckets{group="mh",member="c"} 0`,
 		`shoal_multihost_buckets_owned{group="mh"} 128`,
+		`shoal_multihost_xdp_attached{interface="eth0",mode="native"} 1`,
 		`shoal_xdp_packets_total{verdict="passed_owner"} 100`,
 		`shoal_xdp_packets_total{verdict="dropped_not_owner"} 200`,
 		`shoal_xdp_packets_total{verdict="parse_error"} 1`,
