@@ -195,3 +195,47 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("Prepare(nosuch0) = %v, want an error naming it", err)
 	}
 }
+
+// TestPrepareReplacesStaleProgram: a program of ours attached through
+// netlink (by an older run or by hand: it outlives its loader, unlike our
+// bpf_link) is removed and replaced when the interface is set up, and ours
+// is gone after Close.
+func TestPrepareReplacesStaleProgram(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, 1)
+	node := tp.nodes[0]
+	progID := func() string {
+		link := out(t, "ip", "-n", node, "link", "show", "dev", "eth0")
+		_, rest, ok := strings.Cut(link, "prog/xdp id ")
+		if !ok {
+			return ""
+		}
+		id, _, _ := strings.Cut(rest, " ")
+		return id
+	}
+	out(t, "ip", "-n", node, "link", "set", "dev", "eth0", "xdpgeneric", "obj", "../../bpf/shoal_bpfel.o", "sec", "xdp")
+	stale := progID()
+	if stale == "" {
+		t.Fatalf("no stale program attached")
+	}
+	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Prepare([]string{"eth0"}); err != nil {
+		t.Fatalf("Prepare(eth0) over a stale program = %v", err)
+	}
+	if id := progID(); id == "" || id == stale {
+		t.Errorf("after Prepare, eth0 runs program %q; want ours, not the stale %s", id, stale)
+	}
+	if st, _ := m.Status(); len(st.Interfaces) != 1 || st.Interfaces[0].Mode != "generic" {
+		t.Errorf("Status().Interfaces = %+v, want eth0 generic", st.Interfaces)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if id := progID(); id != "" {
+		t.Errorf("after Close, eth0 still runs program %s", id)
+	}
+}

@@ -662,6 +662,17 @@ func (m *Manager) ensureIface(name string) error {
 	return nil
 }
 
+// xdpAttached maps the kernel's report of an XDP attachment
+// (XDP_ATTACHED_DRV, _SKB, _HW) to its name and the flag that detaches it.
+var xdpAttached = map[uint32]struct {
+	name  string
+	flags int
+}{
+	1: {"native", unix.XDP_FLAGS_DRV_MODE},
+	2: {"generic", unix.XDP_FLAGS_SKB_MODE},
+	3: {"offload", unix.XDP_FLAGS_HW_MODE},
+}
+
 // attachMode returns how the kernel reports the interface's XDP program
 // attached ("native", "generic", "offload"; "unknown" if it cannot tell).
 func (m *Manager) attachMode(name string) string {
@@ -669,13 +680,8 @@ func (m *Manager) attachMode(name string) string {
 	if err != nil || l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
 		return "unknown"
 	}
-	switch l.Attrs().Xdp.AttachMode {
-	case 1: // XDP_ATTACHED_DRV
-		return "native"
-	case 2: // XDP_ATTACHED_SKB
-		return "generic"
-	case 3: // XDP_ATTACHED_HW
-		return "offload"
+	if a, ok := xdpAttached[l.Attrs().Xdp.AttachMode]; ok {
+		return a.name
 	}
 	return "unknown"
 }
@@ -693,16 +699,7 @@ func (m *Manager) detachStale(name string) {
 	if err != nil || pn != bpf.ProgramName {
 		return
 	}
-	var flags int
-	switch x.AttachMode {
-	case 1: // XDP_ATTACHED_DRV
-		flags = unix.XDP_FLAGS_DRV_MODE
-	case 2: // XDP_ATTACHED_SKB
-		flags = unix.XDP_FLAGS_SKB_MODE
-	case 3: // XDP_ATTACHED_HW
-		flags = unix.XDP_FLAGS_HW_MODE
-	}
-	if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil { // runs inside inNS
+	if err := netlink.LinkSetXdpFdWithFlags(l, -1, xdpAttached[x.AttachMode].flags); err != nil { // runs inside inNS
 		m.log.Warn().Err(err).Str("interface", name).Uint32("prog_id", x.ProgId).Msg("cannot detach stale xdp program")
 		return
 	}
