@@ -210,7 +210,7 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 	}
 	a.gossip.SetConfigVersion(a.cfgVer.Counter, a.cfgID)
 
-	if hasMulti(cfg, ac.Node) {
+	if ifs := multiIfaces(cfg, ac.Node); len(ifs) > 0 {
 		a.mh, err = multihost.New(multihost.Config{Mode: xdpMode(ac), Logger: log})
 		if err != nil {
 			a.gossip.Close()
@@ -218,7 +218,7 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 		}
 		// Attach before the first heartbeat: peers give a returning node
 		// its buckets as soon as they hear it (multihost.Manager.Prepare).
-		if err := a.mh.Prepare(multiIfaces(cfg, ac.Node)); err != nil {
+		if err := a.mh.Prepare(ifs); err != nil {
 			log.Warn().Err(err).Msg("multi-hosted interfaces not ready; the first apply retries")
 		}
 	}
@@ -278,19 +278,6 @@ func xdpMode(ac *config.Agent) bpf.Mode {
 		return bpf.ModeAuto // validated when the agent file was loaded
 	}
 	return m
-}
-
-func hasMulti(cfg *config.Cluster, node string) bool {
-	for _, g := range cfg.Groups {
-		if g.Mode == config.ModeMulti {
-			for _, m := range g.Members {
-				if m == node {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // multiIfaces returns the interfaces of the multi-hosted groups node is a
