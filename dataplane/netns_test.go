@@ -125,6 +125,23 @@ func addrsOf(t *testing.T, ns, dev string) map[string]ipAddrInfo {
 }
 
 // neighMAC returns the link-layer address the peer has for ip ("" = none).
+// icmp6Stats returns the named counters of ns's /proc/net/snmp6 as
+// "name=value ..." (for failure messages).
+func icmp6Stats(ns string, names ...string) string {
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/snmp6").Output()
+	if err != nil {
+		return "(snmp6: " + err.Error() + ")"
+	}
+	var got []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 2 && slices.Contains(names, f[0]) {
+			got = append(got, f[0]+"="+f[1])
+		}
+	}
+	return strings.Join(got, " ")
+}
+
 func neighMAC(t *testing.T, ns, dev string, ip netip.Addr) string {
 	t.Helper()
 	var entries []struct {
@@ -322,7 +339,11 @@ func TestRealKernel(t *testing.T) {
 		for _, ip := range []netip.Addr{v4, v6} {
 			waitFor(t, "neighbour entry for "+ip.String()+" moved to dp0", 10*time.Second, func() error {
 				if got := neighMAC(t, n.peer, "dp1", ip); got != n.selfMAC.String() {
-					return fmt.Errorf("lladdr %q, want %s", got, n.selfMAC)
+					// Say where the announcement got lost (a CI run once
+					// left the IPv6 entry unchanged).
+					return fmt.Errorf("lladdr %q, want %s; sent: %s; received: %s; peer's entries: %s", got, n.selfMAC,
+						icmp6Stats(n.self, "Icmp6OutNeighborAdvertisements"), icmp6Stats(n.peer, "Icmp6InNeighborAdvertisements", "Icmp6InErrors"),
+						strings.TrimSpace(ipCmd(t, "-n", n.peer, "neigh", "show", "dev", "dp1")))
 				}
 				return nil
 			})
