@@ -152,6 +152,18 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// newGenericManager starts a Manager in generic mode in node's namespace,
+// closed when the test ends.
+func newGenericManager(t *testing.T, tp *topo, node string) *Manager {
+	t.Helper()
+	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // TestPrepare: Prepare attaches the program and answers nothing before any
 // Apply (what an agent does before its first heartbeat); an Apply that
 // serves no group on the interface releases it; a missing interface is an
@@ -160,11 +172,7 @@ func TestPrepare(t *testing.T) {
 	requireRoot(t)
 	tp := newTopo(t, 1)
 	node := tp.nodes[0]
-	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatalf("New() = %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := newGenericManager(t, tp, node)
 	if err := m.Prepare([]string{"eth0"}); err != nil {
 		t.Fatalf("Prepare(eth0) = %v", err)
 	}
@@ -218,11 +226,7 @@ func TestPrepareReplacesStaleProgram(t *testing.T) {
 	if stale == "" {
 		t.Fatalf("no stale program attached")
 	}
-	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatalf("New() = %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := newGenericManager(t, tp, node)
 	if err := m.Prepare([]string{"eth0"}); err != nil {
 		t.Fatalf("Prepare(eth0) over a stale program = %v", err)
 	}
