@@ -25,8 +25,8 @@ import (
 
 // AgentStatus is the part of an agent's GET /v1/status the oracle reads.
 // Heartbeats carries the gossip counters (rejections by reason, admission
-// refusals); Goroutines is read when the agent publishes it (it does not
-// yet: see docs/RELIABILITY.md).
+// refusals); Goroutines is nil when the agent does not publish a count
+// (agents built before it did).
 type AgentStatus struct {
 	appliance.Status
 	Heartbeats gossip.Stats `json:"heartbeats"`

@@ -480,18 +480,7 @@ func (j *judge) configVersions(r *Report) {
 // resources compares each agent's FD count (and goroutines when
 // published) after the final convergence with the baseline.
 func (j *judge) resources(r *Report) {
-	for i := range j.in.Nodes {
-		b, okb := j.in.Baseline[i]
-		f, okf := j.in.Final[i]
-		if !okb || !okf {
-			continue
-		}
-		r.Resources = append(r.Resources, ResourceDelta{Node: i, Baseline: b, Final: f})
-		if f.FDs > b.FDs+j.in.FDSlack {
-			j.violate(j.in.PhaseEnd, "node%d agent holds %d file descriptors after the run, %d at the start (slack %d): leak", i, f.FDs, b.FDs, j.in.FDSlack)
-		}
-	}
-	// Goroutines, when the status JSON carries them.
+	// Goroutines: the first and the last count each agent published.
 	first := map[int]int{}
 	lastG := map[int]int{}
 	for _, s := range j.in.Samples {
@@ -505,6 +494,21 @@ func (j *judge) resources(r *Report) {
 		}
 	}
 	r.GoroutinesPublished = len(first) > 0
+	for i := range j.in.Nodes {
+		b, okb := j.in.Baseline[i]
+		f, okf := j.in.Final[i]
+		if !okb || !okf {
+			continue
+		}
+		rd := ResourceDelta{Node: i, Baseline: b, Final: f, Goroutines: [2]int{-1, -1}}
+		if g0, ok := first[i]; ok {
+			rd.Goroutines = [2]int{g0, lastG[i]}
+		}
+		r.Resources = append(r.Resources, rd)
+		if f.FDs > b.FDs+j.in.FDSlack {
+			j.violate(j.in.PhaseEnd, "node%d agent holds %d file descriptors after the run, %d at the start (slack %d): leak", i, f.FDs, b.FDs, j.in.FDSlack)
+		}
+	}
 	for i, g0 := range first {
 		if g := lastG[i]; g > 2*g0+50 {
 			j.violate(j.in.PhaseEnd, "node%d agent runs %d goroutines after the run, %d at the start: leak", i, g, g0)

@@ -269,6 +269,17 @@ func TestAnalyzeAgents(t *testing.T) {
 		},
 		want: []string{"node1 agent holds 60 file descriptors after the run, 30 at the start (slack 5): leak"},
 	}, {
+		name: "goroutine leak",
+		state: func(d time.Duration, i int) NodeSample {
+			s := steady(d, i)
+			s.Goroutines = 40 // within 2x + 50 of the first sample
+			if i == 2 {
+				s.Goroutines = 40 + int(d/time.Second)*20 // 240 at the end
+			}
+			return s
+		},
+		want: []string{"node2 agent runs 240 goroutines after the run, 40 at the start: leak"},
+	}, {
 		name: "config version goes back after a restart",
 		state: func(d time.Duration, i int) NodeSample {
 			s := steady(d, i)

@@ -34,6 +34,9 @@ type IPStats struct {
 type ResourceDelta struct {
 	Node            int
 	Baseline, Final Resources
+	// Goroutines: the first and the last count the agent published in
+	// its status JSON over the run (-1: never read).
+	Goroutines [2]int
 }
 
 // Report is the result of a chaos run.
@@ -150,7 +153,8 @@ func (r *Report) Text() string {
 	p("\nConfig versions: %d at the start, newest seen %d\n", r.ConfigVersions[0], r.ConfigVersions[1])
 	p("\nAgent resources (baseline after convergence -> after the run):\n")
 	for _, rd := range r.Resources {
-		p("  node%d: fds %d -> %d, threads %d -> %d\n", rd.Node, rd.Baseline.FDs, rd.Final.FDs, rd.Baseline.Threads, rd.Final.Threads)
+		p("  node%d: fds %d -> %d, goroutines %d -> %d, threads %d -> %d\n", rd.Node, rd.Baseline.FDs, rd.Final.FDs,
+			rd.Goroutines[0], rd.Goroutines[1], rd.Baseline.Threads, rd.Final.Threads)
 	}
 	if !r.GoroutinesPublished {
 		p("  (goroutines: not published in the status JSON; not checked)\n")
