@@ -66,7 +66,6 @@ func (p *Plan) Buckets(alive Alive) []uint8 {
 }
 
 func bucketsFor(active, passive uint8) []uint8 {
-	permsOnce.Do(buildPerms)
 	out := make([]uint8, NumBuckets)
 	use := active
 	if use == 0 {

@@ -27,6 +27,17 @@ const GroupFailedPrefix = "group-failed:"
 // raises and announces it before the old holder drops it (make-before-break).
 const DefaultHandoffGrace = time.Second
 
+// multiTakeDelay is how long a node that starts serving a multi-hosted
+// group while other members serve it (it returned, recovered, or the group
+// recovered on it) leaves every bucket to them before it takes its share.
+// They give the buckets up when they hear it, one heartbeat and one table
+// write later (1-2 ms on the development VM). Taking them first would give
+// a bucket two owners for that moment: both would answer a SYN, and the
+// client's connection would be reset by the one it did not pick. Taking
+// them after leaves no owner for a moment instead: a SYN that arrives then
+// is lost and resent by the client after 1 s.
+const multiTakeDelay = 50 * time.Millisecond
+
 // planner turns (config, view, time) into the desired dataplane state. It
 // keeps the little state that needs memory: when members came up (for
 // failback_delay), IPs being handed off, and the previous multi-hosted
@@ -47,6 +58,7 @@ type planner struct {
 	held    map[netip.Addr]bool      // IPs in the last desired state
 	multi   map[string]*multiTables  // multi-hosted groups this node serves
 	served  map[string]bool          // multi-hosted groups this node has served
+	takeAt  map[string]time.Time     // multi-hosted groups: when to take the share from the others (multiTakeDelay)
 }
 
 // multiTables is one multi-hosted group's partition as this node last
@@ -93,7 +105,7 @@ func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now ti
 		startedAt: now, settle: settle, settleBy: now.Add(settle),
 		upSince: map[string]time.Time{}, lastUp: map[string]bool{},
 		handoff: map[netip.Addr]time.Time{}, held: map[netip.Addr]bool{},
-		multi: map[string]*multiTables{}, served: map[string]bool{},
+		multi: map[string]*multiTables{}, served: map[string]bool{}, takeAt: map[string]time.Time{},
 	}
 }
 
@@ -166,13 +178,7 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	case st == nil && !joined:
 		st = &multiTables{cur: cur, prev: cur}
 	case st == nil:
-		others := allocate.Alive{}
-		for m := range alive {
-			if m != p.self {
-				others[m] = true
-			}
-		}
-		before := plan.Buckets(others)
+		before := plan.Buckets(without(alive, p.self))
 		st = &multiTables{cur: before, prev: before}
 	case st.seed != seed || !maps.Equal(st.slots, slots):
 		st = &multiTables{cur: cur, prev: cur}
@@ -203,6 +209,17 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	}
 	p.multi[name] = &multiTables{slots: maps.Clone(slots), seed: seed, cur: cur, prev: prev}
 	return prev, digest
+}
+
+// without returns alive without member m.
+func without(alive allocate.Alive, m string) allocate.Alive {
+	out := allocate.Alive{}
+	for n := range alive {
+		if n != m {
+			out[n] = true
+		}
+	}
+	return out
 }
 
 func (p *planner) plan(in planInput) planOutput {
@@ -289,7 +306,21 @@ func (p *planner) plan(in planInput) planOutput {
 			if isMember && alive[p.self] {
 				serving[g.Name] = true
 				seed := hashSeed(p.cfg.Settings.Name, g.Name)
-				prev, digest := p.multiPrev(g.Name, seed, g.Slots, plan, alive, res.Buckets, in.released)
+				cur := res.Buckets
+				if _, joined := p.upSince[p.self]; p.multi[g.Name] == nil && (joined || p.served[g.Name]) {
+					p.takeAt[g.Name] = now.Add(multiTakeDelay)
+				}
+				if at, ok := p.takeAt[g.Name]; ok {
+					if now.Before(at) {
+						if others := without(alive, p.self); len(others) > 0 {
+							cur = plan.Buckets(others)
+						}
+						wake(at)
+					} else {
+						delete(p.takeAt, g.Name)
+					}
+				}
+				prev, digest := p.multiPrev(g.Name, seed, g.Slots, plan, alive, cur, in.released)
 				var aliveSlots uint8
 				for m := range alive {
 					aliveSlots |= 1 << uint(g.Slots[m])
@@ -301,7 +332,7 @@ func (p *planner) plan(in planInput) planOutput {
 					HashIPOnly:     g.Hash == config.HashIP,
 					Seed:           seed,
 					SelfSlot:       uint8(g.Slots[p.self]),
-					Owners:         res.Buckets, Prev: prev, PrevAlive: aliveSlots,
+					Owners:         cur, Prev: prev, PrevAlive: aliveSlots,
 					Digest: digest,
 				})
 			}
@@ -350,6 +381,7 @@ func (p *planner) plan(in planInput) planOutput {
 	for name := range p.multi {
 		if !serving[name] {
 			delete(p.multi, name)
+			delete(p.takeAt, name)
 		}
 	}
 	for ip := range p.handoff {

@@ -352,8 +352,23 @@ func TestPlannerMultiJoinHandover(t *testing.T) {
 	t1 := t0.Add(time.Minute)
 	pc := testPlanner(t, "c", c, t1)
 	peerStart := map[string]time.Time{"a": t0, "b": t0}
-	m := pc.plan(planInput{now: t1.Add(2 * time.Second), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0]
+	join := t1.Add(2 * time.Second)
 	slotC := uint8(c.Groups[0].Slots["c"])
+	// It takes nothing until a and b have heard it and let go
+	// (multiTakeDelay): its table is theirs, and it plans again then.
+	out := pc.plan(planInput{now: join, up: []string{"a", "b", "c"}, peerStart: peerStart})
+	m := out.desired.Multi[0]
+	pa := testPlanner(t, "a", c, t0)
+	if theirs := pa.plan(planInput{now: t0, up: []string{"a", "b"}}).desired.Multi[0]; !slices.Equal(m.Owners, theirs.Owners) || m.Digest != theirs.Digest {
+		t.Errorf("c's table right after it joined differs from a's and b's before it")
+	}
+	if !out.wakeAt.Equal(join.Add(multiTakeDelay)) {
+		t.Errorf("wakeAt = %v, want %v after the join", out.wakeAt.Sub(join), multiTakeDelay)
+	}
+	if n := pc.plan(planInput{now: join.Add(multiTakeDelay - time.Millisecond), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0].Owners; slices.Contains(n, slotC) {
+		t.Errorf("c owns buckets before multiTakeDelay")
+	}
+	m = pc.plan(planInput{now: join.Add(multiTakeDelay), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0]
 	mine := 0
 	for b := range m.Owners {
 		switch {
@@ -407,8 +422,14 @@ func TestPlannerMultiGroupRecoveredHandover(t *testing.T) {
 	if len(out.desired.Multi) != 0 {
 		t.Fatalf("group failed here but still served")
 	}
-	m = pa.plan(planInput{now: t0.Add(8 * time.Second), up: all}).desired.Multi[0]
 	slotA := uint8(c.Groups[0].Slots["a"])
+	// b and c serve every bucket until they hear that the group is back on
+	// a: a takes its share multiTakeDelay later.
+	back := t0.Add(8 * time.Second)
+	if m = pa.plan(planInput{now: back, up: all}).desired.Multi[0]; slices.Contains(m.Owners, slotA) {
+		t.Fatalf("a took buckets as soon as its group recovered; want after %v", multiTakeDelay)
+	}
+	m = pa.plan(planInput{now: back.Add(multiTakeDelay), up: all}).desired.Multi[0]
 	mine := 0
 	for b := range m.Owners {
 		if m.Owners[b] != slotA {

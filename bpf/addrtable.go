@@ -81,9 +81,9 @@ func placeAddrs(owner map[netip.Addr]int, salt uint32) ([]shoalMhAddrSlot, bool)
 	return slots, true
 }
 
-// writeAddrs makes owner the program's address table: the inactive half and
-// its salt are written, then the active half is flipped, so a packet sees
-// the old set or the new one, never a mix.
+// writeAddrs makes owner the program's address table: the slots of the
+// inactive half that differ are written with its salt, then the active half
+// is flipped, so a packet sees the old set or the new one, never a mix.
 func (o *Objects) writeAddrs(owner map[netip.Addr]int) error {
 	salt, slots, err := buildAddrTable(owner)
 	if err != nil {
@@ -91,12 +91,24 @@ func (o *Objects) writeAddrs(owner map[netip.Addr]int) error {
 	}
 	ac := o.addrCfg
 	next := 1 - ac.Half
-	keys := make([]uint32, addrSlots)
-	for i := range keys {
-		keys[i] = next*addrSlots + uint32(i)
+	have := o.addrHalves[next]
+	var keys []uint32
+	var vals []shoalMhAddrSlot
+	for i := range slots {
+		if have == nil || slots[i] != have[i] {
+			keys = append(keys, next*addrSlots+uint32(i))
+			vals = append(vals, slots[i])
+		}
 	}
-	if err := batchPut(o.objs.MhAddrSlots, keys, slots); err != nil {
-		return fmt.Errorf("write address table: %w", err)
+	if len(keys) > 0 {
+		// Whatever part of the batch was written, the mirror no longer
+		// says what the half holds until this write succeeds: rewrite
+		// the whole half next time.
+		o.addrHalves[next] = nil
+		if err := batchPut(o.objs.MhAddrSlots, keys, vals); err != nil {
+			return fmt.Errorf("write address table: %w", err)
+		}
+		o.addrHalves[next] = slots
 	}
 	ac.Salt[next] = salt
 	if err := o.objs.MhAddrConfig.Put(uint32(0), &ac); err != nil {

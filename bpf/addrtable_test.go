@@ -130,12 +130,33 @@ func TestProgramAddrTable(t *testing.T) {
 		}
 		return ether(testMcastMAC, 0, ipv6(client6, a, nil, tcpSeg(1000, 80, tcpSYN)))
 	}
+	// Writes go to the slots that differ from a mirror of each half: the
+	// mirror must say what the kernel holds.
+	mirrorMatches := func(stage string) {
+		t.Helper()
+		var k uint32
+		var v shoalMhAddrSlot
+		it := o.objs.MhAddrSlots.Iterate()
+		bad := 0
+		for it.Next(&k, &v) {
+			if m := o.addrHalves[k/addrSlots]; m != nil && m[k%addrSlots] != v {
+				bad++
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatalf("%s: read address slots: %v", stage, err)
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d address slots differ from the mirror the next write is diffed against", stage, bad)
+		}
+	}
 	check := func(stage string, a netip.Addr, wantVerdict uint32, wantOurs bool) {
 		t.Helper()
 		if v, ours := run(t, o, frameTo(a)); v != wantVerdict || ours != wantOurs {
 			t.Errorf("%s: frame to %s: verdict %d ours %v, want %d ours %v", stage, a, v, ours, wantVerdict, wantOurs)
 		}
 	}
+	mirrorMatches("full table")
 	for _, a := range ips[0] {
 		check("full table", a, xdpPass, true)
 	}
@@ -150,6 +171,7 @@ func TestProgramAddrTable(t *testing.T) {
 	}
 	// Shrink group 1 to ten addresses: the others pass untouched.
 	set(1, ips[1][:10], 1)
+	mirrorMatches("shrunk")
 	for i, a := range ips[1] {
 		if i < 10 {
 			check("shrunk", a, xdpDrop, false)
@@ -166,6 +188,7 @@ func TestProgramAddrTable(t *testing.T) {
 	if o.addrCfg.Salt[o.addrCfg.Half] == 0 {
 		t.Fatalf("colliding set written with salt 0")
 	}
+	mirrorMatches("colliding set")
 	for _, a := range coll {
 		check("colliding set", a, xdpPass, true)
 	}

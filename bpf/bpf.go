@@ -123,6 +123,10 @@ type Objects struct {
 	// program's address table holds it; addrCfg mirrors mh_addr_config.
 	owner   map[netip.Addr]int
 	addrCfg shoalMhAddrCfg
+	// addrHalves mirrors mh_addr_slots, half by half (all empty after
+	// Load), so a rewrite of the inactive half writes only the slots that
+	// change: one address added writes one slot, not all 8192.
+	addrHalves [2][]shoalMhAddrSlot
 	// written is each group's configuration and table as last written
 	// (nil = not configured): Prune rewrites it with fewer held buckets.
 	written [MaxGroups]*written
@@ -139,6 +143,9 @@ const heldFull = ^uint64(0)
 // Load loads the program and creates its maps in the kernel.
 func Load() (*Objects, error) {
 	o := &Objects{owner: map[netip.Addr]int{}}
+	for h := range o.addrHalves {
+		o.addrHalves[h] = make([]shoalMhAddrSlot, addrSlots)
+	}
 	if err := loadShoalObjects(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
