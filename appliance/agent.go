@@ -211,7 +211,13 @@ func newAgent(ac *config.Agent, version string, log zerolog.Logger) (*agent, err
 	a.gossip.SetConfigVersion(a.cfgVer.Counter, a.cfgID)
 
 	if ifs := multiIfaces(cfg, ac.Node); len(ifs) > 0 {
-		a.mh, err = multihost.New(multihost.Config{Mode: xdpMode(ac), Logger: log})
+		g := a.gossip
+		a.mh, err = multihost.New(multihost.Config{Mode: xdpMode(ac), Logger: log, Applied: func(ds []uint64) {
+			// Peers taking buckets this node just let go wait for these.
+			if err := g.SetTables(ds); err != nil {
+				log.Error().Err(err).Msg("table digests not published")
+			}
+		}})
 		if err != nil {
 			a.gossip.Close()
 			return nil, fmt.Errorf("multi-hosted dataplane: %w", err)
@@ -516,6 +522,9 @@ func (a *agent) loop(ctx context.Context) error {
 			a.api.Timelines().ObserveDataplane(a.dp.Status())
 			continue
 		case <-a.kick:
+		case <-a.gossip.Changes():
+			// A peer's reasons (a group failed or recovered there) or
+			// applied tables changed.
 		case <-timerC():
 		case <-startTimer.C:
 		case <-tick.C:
@@ -565,11 +574,13 @@ func (a *agent) loop(ctx context.Context) error {
 }
 
 func (a *agent) planInput(now time.Time, view gossip.View) planInput {
-	in := planInput{now: now, up: view.Up, peerFailedGroups: map[string]map[string]bool{}, peerStart: map[string]time.Time{}}
+	in := planInput{now: now, up: view.Up, peerFailedGroups: map[string]map[string]bool{}, peerStart: map[string]time.Time{},
+		peerTables: map[string][]uint64{}}
 	for _, m := range a.gossip.Members() {
 		if m.Self {
 			continue
 		}
+		in.peerTables[m.Name] = m.Tables
 		if fg := failedGroupsOf(m.Reasons); fg != nil {
 			in.peerFailedGroups[m.Name] = fg
 		}

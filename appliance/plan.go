@@ -27,16 +27,19 @@ const GroupFailedPrefix = "group-failed:"
 // raises and announces it before the old holder drops it (make-before-break).
 const DefaultHandoffGrace = time.Second
 
-// multiTakeDelay is how long a node that starts serving a multi-hosted
+// multiTakeMax bounds how long a node that starts serving a multi-hosted
 // group while other members serve it (it returned, recovered, or the group
-// recovered on it) leaves every bucket to them before it takes its share.
-// They give the buckets up when they hear it, one heartbeat and one table
-// write later (1-2 ms on the development VM). Taking them first would give
-// a bucket two owners for that moment: both would answer a SYN, and the
-// client's connection would be reset by the one it did not pick. Taking
-// them after leaves no owner for a moment instead: a SYN that arrives then
-// is lost and resent by the client after 1 s.
-const multiTakeDelay = 50 * time.Millisecond
+// recovered on it) leaves its share to them. It takes its share when every
+// other member serving the group shows, in its heartbeats, a table that
+// lets that share go: they let go when they hear it, one heartbeat and one
+// table write later (a few ms), and publish the new table's digest at once.
+// Taking first would give a bucket two owners for that moment: both would
+// answer a SYN, and the client's connection would be reset by the one it
+// did not pick. Taking after leaves no owner for a moment instead: a SYN
+// that arrives then is lost and resent by the client after 1 s. A member
+// that never shows such a table (its table write keeps failing) holds the
+// share back for this long at most.
+const multiTakeMax = time.Second
 
 // planner turns (config, view, time) into the desired dataplane state. It
 // keeps the little state that needs memory: when members came up (for
@@ -58,7 +61,7 @@ type planner struct {
 	held    map[netip.Addr]bool      // IPs in the last desired state
 	multi   map[string]*multiTables  // multi-hosted groups this node serves
 	served  map[string]bool          // multi-hosted groups this node has served
-	takeAt  map[string]time.Time     // multi-hosted groups: when to take the share from the others (multiTakeDelay)
+	takeAt  map[string]time.Time     // multi-hosted groups: when to take the share at the latest (multiTakeMax)
 }
 
 // multiTables is one multi-hosted group's partition as this node last
@@ -89,6 +92,9 @@ type planInput struct {
 	// share it has just confirmed it holds no connection (ReleaseQuery).
 	// Each confirmation is passed once.
 	released map[string][]string
+	// peerTables maps a peer to the digests of the partition tables it
+	// has applied (gossip.Agent.SetTables, low 48 bits).
+	peerTables map[string][]uint64
 }
 
 // planOutput is one pass's result.
@@ -211,6 +217,28 @@ func (p *planner) multiPrev(name string, seed uint32, slots map[string]int, plan
 	return prev, digest
 }
 
+// othersLetGo reports whether every other alive member shows, in its
+// heartbeats, a table in which it owns none of the buckets full gives self:
+// full itself, or (a member that is itself waiting to take its share) the
+// table of the others without it, in which it owns nothing.
+func othersLetGo(plan *allocate.Plan, seed uint32, slots map[string]int, alive allocate.Alive, self string, full []uint8, peerTables map[string][]uint64) bool {
+	const mask = 1<<multihost.TableDigestBits - 1
+	want := tableDigest(seed, slots, full) & mask
+	for m := range alive {
+		if m == self {
+			continue
+		}
+		ds := peerTables[m]
+		if slices.Contains(ds, want) {
+			continue
+		}
+		if !slices.Contains(ds, tableDigest(seed, slots, plan.Buckets(without(alive, m)))&mask) {
+			return false
+		}
+	}
+	return true
+}
+
 // without returns alive without member m.
 func without(alive allocate.Alive, m string) allocate.Alive {
 	out := allocate.Alive{}
@@ -308,10 +336,10 @@ func (p *planner) plan(in planInput) planOutput {
 				seed := hashSeed(p.cfg.Settings.Name, g.Name)
 				cur := res.Buckets
 				if _, joined := p.upSince[p.self]; p.multi[g.Name] == nil && (joined || p.served[g.Name]) {
-					p.takeAt[g.Name] = now.Add(multiTakeDelay)
+					p.takeAt[g.Name] = now.Add(multiTakeMax)
 				}
 				if at, ok := p.takeAt[g.Name]; ok {
-					if now.Before(at) {
+					if now.Before(at) && !othersLetGo(plan, seed, g.Slots, alive, p.self, cur, in.peerTables) {
 						if others := without(alive, p.self); len(others) > 0 {
 							cur = plan.Buckets(others)
 						}

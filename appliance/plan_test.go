@@ -354,21 +354,29 @@ func TestPlannerMultiJoinHandover(t *testing.T) {
 	peerStart := map[string]time.Time{"a": t0, "b": t0}
 	join := t1.Add(2 * time.Second)
 	slotC := uint8(c.Groups[0].Slots["c"])
-	// It takes nothing until a and b have heard it and let go
-	// (multiTakeDelay): its table is theirs, and it plans again then.
-	out := pc.plan(planInput{now: join, up: []string{"a", "b", "c"}, peerStart: peerStart})
+	// It takes nothing until a and b show, in their heartbeats, the table
+	// with c in it (they let go): until then its table is theirs.
+	up := []string{"a", "b", "c"}
+	out := pc.plan(planInput{now: join, up: up, peerStart: peerStart})
 	m := out.desired.Multi[0]
-	pa := testPlanner(t, "a", c, t0)
-	if theirs := pa.plan(planInput{now: t0, up: []string{"a", "b"}}).desired.Multi[0]; !slices.Equal(m.Owners, theirs.Owners) || m.Digest != theirs.Digest {
+	theirs := testPlanner(t, "a", c, t0).plan(planInput{now: t0, up: []string{"a", "b"}}).desired.Multi[0]
+	if !slices.Equal(m.Owners, theirs.Owners) || m.Digest != theirs.Digest {
 		t.Errorf("c's table right after it joined differs from a's and b's before it")
 	}
-	if !out.wakeAt.Equal(join.Add(multiTakeDelay)) {
-		t.Errorf("wakeAt = %v, want %v after the join", out.wakeAt.Sub(join), multiTakeDelay)
+	if !out.wakeAt.Equal(join.Add(multiTakeMax)) {
+		t.Errorf("wakeAt = %v after the join, want %v", out.wakeAt.Sub(join), multiTakeMax)
 	}
-	if n := pc.plan(planInput{now: join.Add(multiTakeDelay - time.Millisecond), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0].Owners; slices.Contains(n, slotC) {
-		t.Errorf("c owns buckets before multiTakeDelay")
+	full := testPlanner(t, "a", c, t0).plan(planInput{now: t0, up: up}).desired.Multi[0]
+	const mask = 1<<48 - 1
+	tables := map[string][]uint64{"a": {theirs.Digest & mask}, "b": {full.Digest & mask}}
+	if n := pc.plan(planInput{now: join.Add(time.Millisecond), up: up, peerStart: peerStart, peerTables: tables}).desired.Multi[0].Owners; slices.Contains(n, slotC) {
+		t.Errorf("c took buckets while a still showed the table without it")
 	}
-	m = pc.plan(planInput{now: join.Add(multiTakeDelay), up: []string{"a", "b", "c"}, peerStart: peerStart}).desired.Multi[0]
+	tables["a"] = []uint64{full.Digest & mask}
+	m = pc.plan(planInput{now: join.Add(2 * time.Millisecond), up: up, peerStart: peerStart, peerTables: tables}).desired.Multi[0]
+	if !slices.Equal(m.Owners, full.Owners) || m.Digest != full.Digest {
+		t.Fatalf("c did not take its share once a and b showed the table with it")
+	}
 	mine := 0
 	for b := range m.Owners {
 		switch {
@@ -424,12 +432,16 @@ func TestPlannerMultiGroupRecoveredHandover(t *testing.T) {
 	}
 	slotA := uint8(c.Groups[0].Slots["a"])
 	// b and c serve every bucket until they hear that the group is back on
-	// a: a takes its share multiTakeDelay later.
+	// a; nothing shows that they let go, so a takes its share multiTakeMax
+	// later.
 	back := t0.Add(8 * time.Second)
 	if m = pa.plan(planInput{now: back, up: all}).desired.Multi[0]; slices.Contains(m.Owners, slotA) {
-		t.Fatalf("a took buckets as soon as its group recovered; want after %v", multiTakeDelay)
+		t.Fatalf("a took buckets as soon as its group recovered")
 	}
-	m = pa.plan(planInput{now: back.Add(multiTakeDelay), up: all}).desired.Multi[0]
+	if m = pa.plan(planInput{now: back.Add(multiTakeMax - time.Millisecond), up: all}).desired.Multi[0]; slices.Contains(m.Owners, slotA) {
+		t.Fatalf("a took buckets before multiTakeMax with no sign that b and c let go")
+	}
+	m = pa.plan(planInput{now: back.Add(multiTakeMax), up: all}).desired.Multi[0]
 	mine := 0
 	for b := range m.Owners {
 		if m.Owners[b] != slotA {
@@ -509,5 +521,43 @@ func TestPlannerMultiRelease(t *testing.T) {
 	step(table(0))
 	if prev, _ = step(table(10)); handover(prev) != 10 {
 		t.Fatalf("buckets moved again: %d in handover, want 10", handover(prev))
+	}
+}
+
+// TestOthersLetGo: a member lets go of the share of the node taking over
+// when it shows the full table, or, while it is itself waiting to take its
+// own share, the table of the others without it; the table from before the
+// node came back (its share still owned there), another group's table or
+// none at all does not count.
+func TestOthersLetGo(t *testing.T) {
+	c := testCluster(t, multiFront)
+	plans, err := AllocPlans(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, slots := plans[0], c.Groups[0].Slots
+	const seed, mask = 7, 1<<48 - 1
+	alive := allocate.Alive{"a": true, "b": true, "c": true}
+	digest := func(alive allocate.Alive) uint64 { return tableDigest(seed, slots, plan.Buckets(alive)) & mask }
+	full := digest(alive)
+	withoutC := digest(allocate.Alive{"a": true, "b": true})
+	withoutB := digest(allocate.Alive{"a": true, "c": true})
+	tests := []struct {
+		name   string
+		tables map[string][]uint64
+		want   bool
+	}{
+		{"both show the full table", map[string][]uint64{"a": {full}, "b": {99, full}}, true},
+		{"b waits to take its own share", map[string][]uint64{"a": {full}, "b": {withoutB}}, true},
+		{"b still shows the table without c", map[string][]uint64{"a": {full}, "b": {withoutC}}, false},
+		{"b shows nothing", map[string][]uint64{"a": {full}}, false},
+		{"b shows another group's table", map[string][]uint64{"a": {full}, "b": {full ^ 1}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := othersLetGo(plan, seed, slots, alive, "c", plan.Buckets(alive), tc.tables); got != tc.want {
+				t.Errorf("othersLetGo = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -29,9 +29,10 @@ type Agent struct {
 	ctr     counters
 	limiter *logLimiter
 
-	viewCh  chan View
-	eventCh chan MemberEvent
-	hbNow   chan struct{}
+	viewCh   chan View
+	eventCh  chan MemberEvent
+	hbNow    chan struct{}
+	changeCh chan struct{} // a peer's reasons or tables changed (coalesced)
 
 	mu       sync.Mutex
 	self     Member
@@ -40,6 +41,7 @@ type Agent struct {
 	health   Health
 	cfgVer   uint64
 	cfgHash  [32]byte
+	tables   []uint64 // partition table digests carried in every packet
 	view     View
 	leaving  bool
 	relays   map[uint64]relay // my relay-probe nonce -> who asked
@@ -72,6 +74,7 @@ type peer struct {
 	health    Health
 	cfgVer    uint64
 	cfgHash   [32]byte
+	tables    []uint64
 	view      *wire.ViewInfo
 
 	left       bool      // sent a leave in this epoch
@@ -127,17 +130,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:     cfg,
-		tim:     newTimings(cfg.Interval, cfg.MonitorTimeout),
-		log:     cfg.Logger.With().Str("component", "gossip").Str("node", cfg.Node).Logger(),
-		epoch:   uint64(time.Now().UnixNano()),
-		limiter: newLogLimiter(time.Minute),
-		viewCh:  make(chan View, 1),
-		eventCh: make(chan MemberEvent, 256),
-		hbNow:   make(chan struct{}, 1),
-		peers:   map[string]*peer{},
-		health:  Health{OK: true},
-		relays:  map[uint64]relay{},
+		cfg:      cfg,
+		tim:      newTimings(cfg.Interval, cfg.MonitorTimeout),
+		log:      cfg.Logger.With().Str("component", "gossip").Str("node", cfg.Node).Logger(),
+		epoch:    uint64(time.Now().UnixNano()),
+		limiter:  newLogLimiter(time.Minute),
+		viewCh:   make(chan View, 1),
+		eventCh:  make(chan MemberEvent, 256),
+		hbNow:    make(chan struct{}, 1),
+		peers:    map[string]*peer{},
+		changeCh: make(chan struct{}, 1),
+		health:   Health{OK: true},
+		relays:   map[uint64]relay{},
 	}
 	for _, m := range cfg.Members {
 		if m.Name == cfg.Node {
@@ -275,6 +279,38 @@ func (a *Agent) SetConfigVersion(v uint64, hash [32]byte) {
 	}
 }
 
+// SetTables sets the digests of the multi-hosted partition tables this node
+// has written into its kernel (at most wire.MaxTables, each under
+// 2^wire.TableDigestBits), carried in every packet. On change a heartbeat
+// carrying them is sent at once: a peer taking over buckets this node just
+// let go waits for it.
+func (a *Agent) SetTables(digests []uint64) error {
+	if len(digests) > wire.MaxTables {
+		return fmt.Errorf("set tables: %d digests, at most %d", len(digests), wire.MaxTables)
+	}
+	d := slices.Clone(digests)
+	slices.Sort(d)
+	d = slices.Compact(d)
+	for _, x := range d {
+		if x>>wire.TableDigestBits != 0 {
+			return fmt.Errorf("set tables: digest %#x over %d bits", x, wire.TableDigestBits)
+		}
+	}
+	a.mu.Lock()
+	changed := !slices.Equal(d, a.tables)
+	a.tables = d
+	a.mu.Unlock()
+	if changed {
+		a.kickHeartbeat()
+	}
+	return nil
+}
+
+// Changes signals (coalesced: one pending signal at most) that a peer's
+// health reasons or table digests changed; view changes come on Views.
+// Reading is optional.
+func (a *Agent) Changes() <-chan struct{} { return a.changeCh }
+
 // UpdateMembers replaces the configured membership (config changed). New
 // members start unknown; removed members leave the view; a member whose
 // address or key changed starts afresh. This node must stay a member with
@@ -332,6 +368,7 @@ type MemberStatus struct {
 	Seq           uint64
 	ConfigVersion uint64
 	ConfigHash    [32]byte
+	Tables        []uint64 // partition table digests it has applied (SetTables)
 	ViewEpoch     uint64   // the member's own view epoch, from its heartbeat
 	ViewDigest    [32]byte // the member's own view digest
 	SerfStatus    string   // serf's status: "alive", "leaving", "left", "failed", "" (not known to serf)
@@ -354,14 +391,14 @@ func (a *Agent) Members() []MemberStatus {
 	out = append(out, MemberStatus{
 		Name: a.self.Name, Addr: a.self.Addr, Self: true, Up: selfUp, State: st, DownReason: reason,
 		Health: a.health.OK, Reasons: slices.Clone(a.health.Reasons), LastHeartbeat: time.Now(),
-		BootEpoch: a.epoch, Seq: a.seq, ConfigVersion: a.cfgVer, ConfigHash: a.cfgHash,
+		BootEpoch: a.epoch, Seq: a.seq, ConfigVersion: a.cfgVer, ConfigHash: a.cfgHash, Tables: slices.Clone(a.tables),
 		ViewEpoch: a.view.Epoch, ViewDigest: a.view.Digest, SerfStatus: a.serfStatusLocked(a.self.Name),
 	})
 	for _, p := range a.peers {
 		ms := MemberStatus{
 			Name: p.m.Name, Addr: p.m.Addr, Up: p.up, State: p.state(), Health: p.health.OK,
 			Reasons: slices.Clone(p.health.Reasons), LastHeartbeat: p.lastHeard, BootEpoch: p.epoch,
-			Seq: p.seqMax, ConfigVersion: p.cfgVer, ConfigHash: p.cfgHash, SerfStatus: p.serfStatus,
+			Seq: p.seqMax, ConfigVersion: p.cfgVer, ConfigHash: p.cfgHash, Tables: slices.Clone(p.tables), SerfStatus: p.serfStatus,
 		}
 		if !p.up {
 			ms.DownReason = p.whyNotUp()
@@ -475,7 +512,7 @@ func (a *Agent) packetLocked(t wire.Type, body wire.Body) ([]byte, error) {
 	p := &wire.Packet{
 		Type: t, Cluster: a.cfg.Cluster, Node: a.cfg.Node, BootEpoch: a.epoch, Seq: a.seq,
 		SendTime: time.Now().UnixNano(), Health: wire.Health{OK: a.health.OK, Reasons: clipReasons(a.health.Reasons)},
-		ConfigVersion: a.cfgVer, ConfigHash: a.cfgHash,
+		ConfigVersion: a.cfgVer, ConfigHash: a.cfgHash, Tables: a.tables,
 		View: &wire.ViewInfo{Epoch: a.view.Epoch, Digest: a.view.Digest}, Body: body,
 	}
 	return wire.Encode(p, a.cfg.PrivateKey)

@@ -251,6 +251,68 @@ func TestFailedHealthAndRecovery(t *testing.T) {
 	c.waitViews(all, names(all...), 10*time.Second)
 }
 
+// TestTablesAndChanges: table digests set on one node reach the others at
+// once (a heartbeat is sent on change, well before the next interval), and
+// a peer's new digests or reasons signal Changes without a view change.
+func TestTablesAndChanges(t *testing.T) {
+	c := newTestCluster(t, 3, 2*time.Second) // intervals far longer than the waits below
+	all := seq(3)
+	c.waitViews(all, names(all...), 15*time.Second)
+	tablesOf := func(i int, of string) []uint64 {
+		for _, m := range c.agent(i).Members() {
+			if m.Name == of {
+				return m.Tables
+			}
+		}
+		return nil
+	}
+	drain := func(i int) {
+		select {
+		case <-c.agent(i).Changes():
+		default:
+		}
+	}
+	changed := func(i int, what string) {
+		t.Helper()
+		select {
+		case <-c.agent(i).Changes():
+		case <-time.After(time.Second):
+			t.Fatalf("%s: no Changes signal within 1 s after %s", testName(i), what)
+		}
+	}
+	drain(0)
+	start := time.Now()
+	if err := c.agent(1).SetTables([]uint64{0xbeef, 0x1234, 0xbeef}); err != nil {
+		t.Fatal(err)
+	}
+	changed(0, "n2 set its tables")
+	if got, want := tablesOf(0, "n2"), []uint64{0x1234, 0xbeef}; !slices.Equal(got, want) {
+		t.Errorf("n1 sees n2's tables %x, want %x (sorted, without duplicates)", got, want)
+	}
+	if got := tablesOf(1, "n2"); !slices.Equal(got, []uint64{0x1234, 0xbeef}) {
+		t.Errorf("n2's own Members() tables = %x", got)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("tables took %v to arrive, want a heartbeat sent at once (interval 2 s)", d)
+	}
+	drain(2)
+	c.agent(1).SetHealth(Health{OK: true, Reasons: []string{"group-failed:web interface eth1 is down"}})
+	changed(2, "n2 reported a reason while healthy")
+	if err := c.agent(1).SetTables(nil); err != nil {
+		t.Fatal(err)
+	}
+	changed(0, "n2 cleared its tables")
+	if got := tablesOf(0, "n2"); len(got) != 0 {
+		t.Errorf("n1 sees n2's tables %x after they were cleared", got)
+	}
+	if err := c.agent(1).SetTables([]uint64{1 << 48}); err == nil {
+		t.Errorf("SetTables(a digest over 48 bits) = nil, want an error")
+	}
+	if err := c.agent(1).SetTables(make([]uint64, 33)); err == nil {
+		t.Errorf("SetTables(33 digests) = nil, want an error")
+	}
+}
+
 func TestLeave(t *testing.T) {
 	c := newTestCluster(t, 3, testInterval)
 	all := seq(3)

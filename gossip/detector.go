@@ -168,6 +168,13 @@ func (a *Agent) onValid(pr *peer, p *wire.Packet, newEpoch, latest bool, now tim
 	if pr.health.OK != p.Health.OK {
 		a.emit(MemberEvent{Time: now, Type: EventHealth, Member: pr.m.Name, Reason: healthString(Health(p.Health))})
 	}
+	if !slices.Equal(pr.health.Reasons, p.Health.Reasons) || !slices.Equal(pr.tables, p.Tables) {
+		pr.tables = slices.Clone(p.Tables)
+		select {
+		case a.changeCh <- struct{}{}:
+		default:
+		}
+	}
 	pr.health = Health{OK: p.Health.OK, Reasons: slices.Clone(p.Health.Reasons)}
 	pr.cfgVer, pr.cfgHash = p.ConfigVersion, p.ConfigHash
 	if p.View != nil {

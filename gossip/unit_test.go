@@ -59,8 +59,8 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// The largest possible heartbeat (longest names, many long reasons, view)
-// still encodes within wire.MaxSize after clipping.
+// The largest possible heartbeat (longest names, many long reasons, view,
+// every table digest) still encodes within wire.MaxSize after clipping.
 func TestHeartbeatAlwaysFits(t *testing.T) {
 	long := strings.Repeat("x", wire.MaxNameLen)
 	ms := testMembers(2)
@@ -76,6 +76,13 @@ func TestHeartbeatAlwaysFits(t *testing.T) {
 		reasons[i] = strings.Repeat("r", 300)
 	}
 	a.SetHealth(Health{OK: false, Reasons: reasons})
+	tables := make([]uint64, wire.MaxTables)
+	for i := range tables {
+		tables[i] = 1<<wire.TableDigestBits - 1 - uint64(i)
+	}
+	if err := a.SetTables(tables); err != nil {
+		t.Fatal(err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, typ := range []wire.Type{wire.TypeHeartbeat, wire.TypeVerdict} {

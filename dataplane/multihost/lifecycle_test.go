@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 	"github.com/rs/zerolog"
@@ -172,7 +174,13 @@ func TestPrepare(t *testing.T) {
 	requireRoot(t)
 	tp := newTopo(t, 1)
 	node := tp.nodes[0]
-	m := newGenericManager(t, tp, node)
+	var applied [][]uint64
+	m, err := New(Config{Mode: bpf.ModeGeneric, NetNS: tp.ns(t, node), Logger: zerolog.Nop(),
+		Applied: func(ds []uint64) { applied = append(applied, ds) }})
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
 	if err := m.Prepare([]string{"eth0"}); err != nil {
 		t.Fatalf("Prepare(eth0) = %v", err)
 	}
@@ -195,6 +203,11 @@ func TestPrepare(t *testing.T) {
 	}
 	if err := m.Apply(nil); err != nil {
 		t.Fatalf("Apply(nil) = %v", err)
+	}
+	// Applied reports what the kernel holds after each Apply: the
+	// group's table digest (48 bits), then nothing.
+	if want := [][]uint64{{g.Digest & (1<<TableDigestBits - 1)}, nil}; !cmp.Equal(applied, want, cmpopts.EquateEmpty()) {
+		t.Errorf("Applied calls = %x, want %x", applied, want)
 	}
 	if link := out(t, "ip", "-n", node, "link", "show", "dev", "eth0"); strings.Contains(link, "xdp") {
 		t.Errorf("after Apply(nil), eth0 still has an XDP program:\n%s", link)

@@ -36,7 +36,17 @@ type Config struct {
 	// PruneInterval is how often buckets that moved away are checked for
 	// live connections (default 5s; negative = never, Prune only).
 	PruneInterval time.Duration
+	// Applied, when set, is called at the end of every Apply with the
+	// digests (low TableDigestBits bits of MultiGroup.Digest) of the
+	// tables now in the kernel, one per group served; the agent publishes
+	// them in its heartbeats. Called with the Manager's lock held: it must
+	// not call back into the Manager.
+	Applied func(digests []uint64)
 }
+
+// TableDigestBits is how much of a table digest is published and shown
+// (12 hex digits).
+const TableDigestBits = 48
 
 // DefaultPruneInterval is Config.PruneInterval's default.
 const DefaultPruneInterval = 5 * time.Second
@@ -419,7 +429,7 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 			}
 		}
 		if err == nil && was != s.digest {
-			m.log.Info().Str("group", g.Name).Str("table", fmt.Sprintf("%012x", s.digest&(1<<48-1))).
+			m.log.Info().Str("group", g.Name).Str("table", fmt.Sprintf("%012x", s.digest&(1<<TableDigestBits-1))).
 				Int("buckets_owned", s.owned).Msg("multi-hosted table applied")
 		}
 	}
@@ -464,6 +474,15 @@ func (m *Manager) Apply(groups []dataplane.MultiGroup) error {
 	select {
 	case m.kick <- struct{}{}:
 	default:
+	}
+	if m.cfg.Applied != nil {
+		var ds []uint64
+		for _, s := range m.groups {
+			if s.digest != 0 {
+				ds = append(ds, s.digest&(1<<TableDigestBits-1))
+			}
+		}
+		m.cfg.Applied(ds)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apply multi-hosted groups: %w", err)

@@ -23,10 +23,17 @@ const (
 	SignatureSize = ed25519.SignatureSize
 	// HashSize is the size of the config hash and view digest.
 	HashSize = 32
+	// MaxTables is the largest number of table digests in one packet (one
+	// per multi-hosted group the sender serves).
+	MaxTables = 32
+	// TableDigestBits is the size of a table digest: the low 48 bits of
+	// the table's hash, as `shoal status` shows it (12 hex digits).
+	TableDigestBits = 48
 
-	flagView  = 0x01
-	flagsMask = flagView
-	headerMin = 3 + 1 + 1 + 1
+	flagView   = 0x01
+	flagTables = 0x02
+	flagsMask  = flagView | flagTables
+	headerMin  = 3 + 1 + 1 + 1
 )
 
 // Magic opens every packet: "SHB" (Shoal HeartBeat).
@@ -127,7 +134,13 @@ type Packet struct {
 	ConfigVersion uint64
 	ConfigHash    [HashSize]byte
 	View          *ViewInfo // nil when absent
-	Body          Body      // zero for heartbeat and leave
+	// Tables are the digests (TableDigestBits each) of the multi-hosted
+	// partition tables the sender has written into its kernel, one per
+	// group it serves (none: absent). A node taking buckets over waits
+	// until their previous owners show a table that lets them go
+	// (docs/MULTIHOST.md).
+	Tables []uint64
+	Body   Body // zero for heartbeat and leave
 
 	// Signed is the signed prefix of the decoded packet (aliases the input).
 	Signed []byte
@@ -149,12 +162,23 @@ func (p *Packet) AppendUnsigned(b []byte) ([]byte, error) {
 	if len(p.Health.Reasons) > MaxReasons {
 		return nil, fmt.Errorf("encode: %w: %d reasons > %d", ErrTooLarge, len(p.Health.Reasons), MaxReasons)
 	}
+	if len(p.Tables) > MaxTables {
+		return nil, fmt.Errorf("encode: %w: %d tables > %d", ErrTooLarge, len(p.Tables), MaxTables)
+	}
+	for _, d := range p.Tables {
+		if d>>TableDigestBits != 0 {
+			return nil, fmt.Errorf("encode: %w: table digest %#x over %d bits", ErrMalformed, d, TableDigestBits)
+		}
+	}
 	start := len(b)
 	b = append(b, Magic[:]...)
 	b = append(b, Version, byte(p.Type))
 	var flags byte
 	if p.View != nil {
 		flags |= flagView
+	}
+	if len(p.Tables) > 0 {
+		flags |= flagTables
 	}
 	b = append(b, flags)
 	b = appendString(b, p.Cluster)
@@ -179,6 +203,13 @@ func (p *Packet) AppendUnsigned(b []byte) ([]byte, error) {
 	if p.View != nil {
 		b = binary.BigEndian.AppendUint64(b, p.View.Epoch)
 		b = append(b, p.View.Digest[:]...)
+	}
+	if len(p.Tables) > 0 {
+		b = append(b, byte(len(p.Tables)))
+		for _, d := range p.Tables {
+			b = binary.BigEndian.AppendUint16(b, uint16(d>>32))
+			b = binary.BigEndian.AppendUint32(b, uint32(d))
+		}
 	}
 	if p.Type.hasBody() {
 		if err := checkName("subject", p.Body.Subject); err != nil {
@@ -268,6 +299,19 @@ func Decode(b []byte) (*Packet, error) {
 		v := &ViewInfo{Epoch: r.u64()}
 		copy(v.Digest[:], r.bytes(HashSize))
 		p.View = v
+	}
+	if flags&flagTables != 0 {
+		// At least one: the flag is clear when there is none, so every
+		// packet has one encoding.
+		n := int(r.u8())
+		if r.err == nil && (n == 0 || n > MaxTables) {
+			r.fail(ErrMalformed, "table count")
+		}
+		for i := 0; i < n && r.err == nil; i++ {
+			if d := r.bytes(TableDigestBits / 8); d != nil {
+				p.Tables = append(p.Tables, uint64(binary.BigEndian.Uint16(d))<<32|uint64(binary.BigEndian.Uint32(d[2:])))
+			}
+		}
 	}
 	if p.Type.hasBody() {
 		p.Body.Nonce = r.u64()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,10 +44,26 @@ func samplePackets() map[string]*Packet {
 	long := base(TypeHeartbeat)
 	long.Cluster = strings.Repeat("c", MaxNameLen)
 	long.Node = strings.Repeat("n", MaxNameLen)
+	tables := base(TypeHeartbeat)
+	tables.View = view
+	tables.Tables = []uint64{0x456789abcdef, 1}
+	ackTables := base(TypeProbeAck)
+	ackTables.Body = Body{Nonce: 3, Subject: "b"}
+	ackTables.Tables = []uint64{7}
+	// The largest packet a node sends: longest names, the reasons as the
+	// gossip agent clips them (6 of 100 bytes), a view and every table.
+	largest := base(TypeIndirectProbe)
+	largest.Cluster, largest.Node = long.Cluster, long.Node
+	largest.Body = Body{Nonce: 1, Subject: strings.Repeat("s", MaxNameLen), SubjectEpoch: 2, SubjectSeq: 3}
+	largest.Health = Health{Reasons: slices.Repeat([]string{strings.Repeat("r", 100)}, 6)}
+	largest.View = view
+	for i := range MaxTables {
+		largest.Tables = append(largest.Tables, 1<<TableDigestBits-1-uint64(i))
+	}
 	return map[string]*Packet{
 		"heartbeat": base(TypeHeartbeat), "failed": failed, "view": withView, "probe": probe,
 		"ack": ack, "indirect": ind, "verdict": verdict, "evidence": evidence, "leave": base(TypeLeave),
-		"long-names": long,
+		"long-names": long, "tables": tables, "ack-tables": ackTables, "largest": largest,
 	}
 }
 
@@ -106,6 +123,27 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad signature", mod(func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), ErrBadSignature},
 		{"tampered", mod(func(b []byte) []byte { b[len(b)-SignatureSize-1] = 0; b[len(b)-SignatureSize-20] ^= 1; return b }), ErrBadSignature},
 	}
+	// Table count: the byte after the view (heartbeat with view and two
+	// tables: it is followed by 2 x 6 bytes and the signature).
+	withTables, err := Encode(samplePackets()["tables"], key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := len(withTables) - SignatureSize - 2*6 - 1
+	setCount := func(n byte) []byte {
+		b := bytes.Clone(withTables)
+		b[count] = n
+		return b
+	}
+	tests = append(tests, []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"table count zero", setCount(0), ErrMalformed},
+		{"table count over max", setCount(MaxTables + 1), ErrMalformed},
+		{"table count over the data", setCount(3), ErrTruncated},
+	}...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := Decode(tc.in)
@@ -132,6 +170,8 @@ func TestEncodeErrors(t *testing.T) {
 		{"no subject", Packet{Type: TypeProbe, Cluster: "c", Node: "n"}, ErrMalformed},
 		{"body on heartbeat", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Body: Body{Nonce: 1}}, ErrMalformed},
 		{"status on probe", Packet{Type: TypeProbe, Cluster: "c", Node: "n", Body: Body{Subject: "x", Status: 1}}, ErrMalformed},
+		{"table digest over 48 bits", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Tables: []uint64{1 << 48}}, ErrMalformed},
+		{"too many tables", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Tables: make([]uint64, MaxTables+1)}, ErrTooLarge},
 		{"too many reasons", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Health: Health{Reasons: make([]string, 17)}}, ErrTooLarge},
 		{"long reason", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Health: Health{Reasons: []string{strings.Repeat("r", 256)}}}, ErrTooLarge},
 		{"over 1200 bytes", Packet{Type: TypeHeartbeat, Cluster: "c", Node: "n", Health: Health{Reasons: []string{
