@@ -41,6 +41,16 @@ const DefaultHandoffGrace = time.Second
 // share back for this long at most.
 const multiTakeMax = time.Second
 
+// peerGroupFailHold is how long a peer must keep reporting that it cannot
+// serve a group (GroupFailedPrefix reasons) before the others take the
+// group's IPs and buckets over. A peer whose port flapped sends, in its
+// first packets after the port came back, the failure it had while it was
+// down, until its own dataplane sees the link up again (a few ms): acting
+// on that at once moved its IPs away and back on every flap (chaos runs,
+// docs/RELIABILITY.md finding 14). A lasting failure is taken over after
+// this hold, a heartbeat interval at the default settings.
+const peerGroupFailHold = 500 * time.Millisecond
+
 // planner turns (config, view, time) into the desired dataplane state. It
 // keeps the little state that needs memory: when members came up (for
 // failback_delay), IPs being handed off, and the previous multi-hosted
@@ -62,6 +72,9 @@ type planner struct {
 	multi   map[string]*multiTables  // multi-hosted groups this node serves
 	served  map[string]bool          // multi-hosted groups this node has served
 	takeAt  map[string]time.Time     // multi-hosted groups: when to take the share at the latest (multiTakeMax)
+	// failSince is when each peer (then group) began reporting the group
+	// failed, for peerGroupFailHold.
+	failSince map[string]map[string]time.Time
 }
 
 // multiTables is one multi-hosted group's partition as this node last
@@ -112,6 +125,7 @@ func newPlanner(self string, cfg *config.Cluster, plans []*allocate.Plan, now ti
 		upSince: map[string]time.Time{}, lastUp: map[string]bool{},
 		handoff: map[netip.Addr]time.Time{}, held: map[netip.Addr]bool{},
 		multi: map[string]*multiTables{}, served: map[string]bool{}, takeAt: map[string]time.Time{},
+		failSince: map[string]map[string]time.Time{},
 	}
 }
 
@@ -239,6 +253,47 @@ func othersLetGo(plan *allocate.Plan, seed uint32, slots map[string]int, alive a
 	return true
 }
 
+// holdPeerFailures returns the group failures peers have reported for at
+// least peerGroupFailHold, and asks to plan again when a younger one
+// reaches it.
+func (p *planner) holdPeerFailures(now time.Time, reported map[string]map[string]bool, wake func(time.Time)) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for m, since := range p.failSince {
+		for g := range since {
+			if !reported[m][g] {
+				delete(since, g)
+			}
+		}
+		if len(since) == 0 {
+			delete(p.failSince, m)
+		}
+	}
+	for m, groups := range reported {
+		for g, failed := range groups {
+			if !failed {
+				continue
+			}
+			if p.failSince[m] == nil {
+				p.failSince[m] = map[string]time.Time{}
+			}
+			since, ok := p.failSince[m][g]
+			if !ok {
+				since = now
+				p.failSince[m][g] = now
+			}
+			if until := since.Add(peerGroupFailHold); now.Before(until) {
+				wake(until)
+				continue
+			}
+			if out[m] == nil {
+				out[m] = map[string]bool{}
+			}
+			out[m][g] = true
+		}
+	}
+	return out
+}
+
 // without returns alive without member m.
 func without(alive allocate.Alive, m string) allocate.Alive {
 	out := allocate.Alive{}
@@ -303,13 +358,14 @@ func (p *planner) plan(in planInput) planOutput {
 			out.wakeAt = t
 		}
 	}
+	peerFailed := p.holdPeerFailures(now, in.peerFailedGroups, wake)
 	nowHeld := map[netip.Addr]bool{}
 	serving := map[string]bool{}
 	for gi, g := range p.cfg.Groups {
 		plan := p.plans[gi]
 		alive := allocate.Alive{}
 		for _, m := range g.Members {
-			if !upSet[m] || in.peerFailedGroups[m][g.Name] {
+			if !upSet[m] || peerFailed[m][g.Name] {
 				continue
 			}
 			if m == p.self && in.selfFailedGroups[g.Name] {

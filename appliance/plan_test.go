@@ -236,14 +236,31 @@ interface = "eth1"
 	t0 := time.Unix(1000, 0)
 	pa := testPlanner(t, "a", c, t0)
 	all := []string{"a", "b", "c"}
-	out := pa.plan(planInput{now: t0, up: all, peerFailedGroups: map[string]map[string]bool{"b": {"api": true}}})
+	bFailed := map[string]map[string]bool{"b": {"api": true}}
+	// A report is acted on once it has stood for peerGroupFailHold: the
+	// first packets of a node whose port flapped still carry the failure
+	// it had while down.
+	out := pa.plan(planInput{now: t0, up: all, peerFailedGroups: bFailed})
+	if owner := out.groups[1].IPs["192.0.2.20"]; owner != "b" {
+		t.Errorf("api owner = %q right after b reported api failed, want b until the hold ends", owner)
+	}
+	if !out.wakeAt.Equal(t0.Add(peerGroupFailHold)) {
+		t.Errorf("wakeAt = %v after the report, want %v", out.wakeAt.Sub(t0), peerGroupFailHold)
+	}
+	// A report that goes away within the hold changes nothing, and a new
+	// one starts a new hold.
+	pa.plan(planInput{now: t0.Add(100 * time.Millisecond), up: all})
+	if owner := pa.plan(planInput{now: t0.Add(peerGroupFailHold), up: all, peerFailedGroups: bFailed}).groups[1].IPs["192.0.2.20"]; owner != "b" {
+		t.Errorf("api owner = %q after a report that came, went and came back, want b", owner)
+	}
+	out = pa.plan(planInput{now: t0.Add(2 * peerGroupFailHold), up: all, peerFailedGroups: bFailed})
 	if owner := out.groups[1].IPs["192.0.2.20"]; owner != "a" {
-		t.Errorf("api owner = %q with b failed for api, want a", owner)
+		t.Errorf("api owner = %q with b failed for api for %v, want a", owner, peerGroupFailHold)
 	}
 	if n := countOwners(out.groups[0].IPs, "b"); n != 1 {
 		t.Errorf("b owns %d web IPs, want 1: its api failure must not affect web", n)
 	}
-	out = pa.plan(planInput{now: t0.Add(time.Second), up: all, selfFailedGroups: map[string]bool{"api": true}})
+	out = pa.plan(planInput{now: t0.Add(2 * time.Second), up: all, selfFailedGroups: map[string]bool{"api": true}})
 	for _, ad := range out.desired.Addresses {
 		if ad.Group == "api" {
 			t.Errorf("a still holds %s of api although it cannot serve api", ad.IP)
