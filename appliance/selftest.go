@@ -68,16 +68,44 @@ type selfTester struct {
 	failRun   int
 	passRun   int
 	lastFails []string
+	// upSeen marks the links pollLinks saw up since the last round; a link
+	// down in a round but seen up since the one before has not been down
+	// for a whole interval, so that round starts a new failure run.
+	upSeen     map[string]bool
+	restartRun bool
 }
+
+// linkPollInterval is how often the links are checked between rounds, so
+// that a link that flaps (down in two rounds, up in between) does not count
+// as down for two rounds in a row.
+const linkPollInterval = 100 * time.Millisecond
 
 func newSelfTester(cfg SelfTestConfig, linkUp func(string) (bool, error), loopTick func() time.Time) *selfTester {
 	cfg.defaults()
-	return &selfTester{cfg: cfg, linkUp: linkUp, pinger: ping, loopTick: loopTick, result: SelfTestResult{OK: true}}
+	return &selfTester{cfg: cfg, linkUp: linkUp, pinger: ping, loopTick: loopTick, result: SelfTestResult{OK: true}, upSeen: map[string]bool{}}
+}
+
+// pollLinks notes the links that are up (between rounds).
+func (s *selfTester) pollLinks() {
+	if s.linkUp == nil {
+		return
+	}
+	for _, l := range s.cfg.Links {
+		if up, err := s.linkUp(l); err == nil && up {
+			s.mu.Lock()
+			s.upSeen[l] = true
+			s.mu.Unlock()
+		}
+	}
 }
 
 // round runs every check once and returns the reasons for failure.
 func (s *selfTester) round(ctx context.Context) []string {
 	var reasons []string
+	s.mu.Lock()
+	upSeen := s.upSeen
+	s.upSeen = map[string]bool{}
+	s.mu.Unlock()
 	for _, l := range s.cfg.Links {
 		if s.linkUp == nil {
 			break
@@ -88,6 +116,11 @@ func (s *selfTester) round(ctx context.Context) []string {
 			reasons = append(reasons, fmt.Sprintf("link %s: %v", l, err))
 		case !up:
 			reasons = append(reasons, fmt.Sprintf("link %s is down", l))
+			if upSeen[l] {
+				s.mu.Lock()
+				s.restartRun = true
+				s.mu.Unlock()
+			}
 		}
 	}
 	targets := append([]netip.Addr(nil), s.cfg.CheckIPs...)
@@ -127,6 +160,10 @@ func (s *selfTester) round(ctx context.Context) []string {
 func (s *selfTester) record(reasons []string) (SelfTestResult, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.restartRun {
+		// A link was up between the last round and this one.
+		s.failRun, s.restartRun = 0, false
+	}
 	if len(reasons) > 0 {
 		s.failRun++
 		s.passRun = 0
@@ -154,14 +191,22 @@ func (s *selfTester) record(reasons []string) (SelfTestResult, bool) {
 func (s *selfTester) run(ctx context.Context, onChange func(SelfTestResult)) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
+	poll := time.NewTicker(linkPollInterval)
+	defer poll.Stop()
 	for {
 		if res, changed := s.record(s.round(ctx)); changed {
 			onChange(res)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-poll.C:
+				s.pollLinks()
+			case <-t.C:
+				break wait
+			}
 		}
 	}
 }

@@ -70,6 +70,27 @@ func TestSelfTestRound(t *testing.T) {
 	}
 }
 
+// A link down in two rounds but seen up in between (a flap) does not fail
+// the node; down in two rounds with no sighting in between does.
+func TestSelfTestLinkFlap(t *testing.T) {
+	up := false
+	st := newSelfTester(SelfTestConfig{FailAfter: 2, RecoverAfter: 3, Links: []string{"eth0"}},
+		func(string) (bool, error) { return up, nil }, nil)
+	roundOK := func(what string, want bool) {
+		t.Helper()
+		if res, _ := st.record(st.round(context.Background())); res.OK != want {
+			t.Fatalf("%s: OK = %v, want %v (reasons %q)", what, res.OK, want, res.Reasons)
+		}
+	}
+	roundOK("first round with the link down", true)
+	up = true
+	st.pollLinks() // up between the rounds
+	up = false
+	roundOK("down again in the next round, up in between", true)
+	st.pollLinks() // still down
+	roundOK("down for a whole interval", false)
+}
+
 // The TCP fallback treats a refused connection as proof of reachability.
 func TestPingTCPFallbackRefused(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
