@@ -298,13 +298,15 @@ func TestTablesAndChanges(t *testing.T) {
 	drain(2)
 	c.agent(1).SetHealth(Health{OK: true, Reasons: []string{"group-failed:web interface eth1 is down"}})
 	changed(2, "n2 reported a reason while healthy")
+	// n1 got a signal for that reason too, maybe not yet read: wait for
+	// the state, within a time that proves a heartbeat was sent at once.
 	if err := c.agent(1).SetTables(nil); err != nil {
 		t.Fatal(err)
 	}
-	changed(0, "n2 cleared its tables")
-	if got := tablesOf(0, "n2"); len(got) != 0 {
-		t.Errorf("n1 sees n2's tables %x after they were cleared", got)
-	}
+	waitFor(t, time.Second, "n1 sees n2's tables cleared", func() (bool, string) {
+		got := tablesOf(0, "n2")
+		return len(got) == 0, fmt.Sprintf("tables %x", got)
+	})
 	if err := c.agent(1).SetTables([]uint64{1 << 48}); err == nil {
 		t.Errorf("SetTables(a digest over 48 bits) = nil, want an error")
 	}
